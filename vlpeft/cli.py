@@ -1,0 +1,277 @@
+"""The CoOp-family command line (``train.py``): same flags, same config merge order, same log.
+
+Additions over CoOp's ``train.py`` (each also written to the output directory, atomically):
+``config.yaml`` (the resolved config), ``env.txt`` (engine and library versions) and, once the final test has run,
+``results.json`` (the evaluator's numbers; scripts use it as the completion marker).
+Deviations: ``--seed 0`` is honoured (CoOp ignores it); an existing ``log.txt`` is appended to, never renamed; resuming
+into an output directory whose saved config differs is refused instead of mixing results silently.
+"""
+import argparse
+import difflib
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+import torch
+
+EXCLUDED_FROM_RESUME_CHECK = ("OUTPUT_DIR", "RESUME")
+
+
+def build_parser(trainer_names=()):
+    epilog = "registered trainers: " + ", ".join(sorted(trainer_names)) if trainer_names else None
+    parser = argparse.ArgumentParser(
+        description="Train / evaluate a vlpeft (CoOp-family) trainer. Without arguments: a short demo run.",
+        epilog=epilog)
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    parser.add_argument("--seed", type=int, default=None, help="only non-negative value enables a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="modify config options using the command-line")
+    return parser
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def _valid_keys(cfg, prefix=""):
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, dict):
+            keys.extend(_valid_keys(v, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def _explain_config_error(cfg, error, source):
+    """Turn yacs' 'Non-existent config key' / type errors into a message listing the valid names."""
+    text = str(error).strip("'\"")
+    marker = next((m for m in ("Non-existent config key: ", "Non-existent key: ") if m in text), None)
+    if marker:
+        bad = text.split(marker, 1)[1].strip().strip("'\"")
+        parent = bad.rsplit(".", 1)[0] if "." in bad else ""
+        valid = _valid_keys(cfg)
+        siblings = sorted(k for k in valid if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
+        close = difflib.get_close_matches(bad, valid, n=3)
+        msg = f'Unknown config key "{bad}" in {source}.'
+        if close:
+            msg += f" Did you mean: {', '.join(close)}?"
+        if siblings:
+            msg += f" Valid keys under {parent or 'the root'}: {', '.join(siblings)}"
+        else:
+            nodes = sorted({k.split('.')[0] for k in valid})
+            msg += f" Valid top-level nodes: {', '.join(nodes)}"
+        return ValueError(msg)
+    return ValueError(f"Invalid config in {source}: {text}")
+
+
+def setup_cfg(args):
+    from vlpeft.config import extend_cfg
+    from vlpeft.engine import get_cfg_default
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'Config file not found: "{path}"')
+            try:
+                cfg.merge_from_file(path)
+            except (KeyError, AssertionError, ValueError) as e:
+                raise _explain_config_error(cfg, e, path) from None
+    reset_cfg(cfg, args)
+    try:
+        cfg.merge_from_list(args.opts or [])
+    except (KeyError, AssertionError, ValueError) as e:
+        raise _explain_config_error(cfg, e, "the command-line opts") from None
+    cfg.freeze()
+    return cfg
+
+
+def _config_text(cfg):
+    return cfg.dump()
+
+
+def _comparable(cfg_text):
+    import yaml
+
+    data = yaml.safe_load(cfg_text) or {}
+    for key in EXCLUDED_FROM_RESUME_CHECK:
+        data.pop(key, None)
+    return data
+
+
+def check_resume_consistency(cfg):
+    """Refuse to resume a run whose saved config differs: its checkpoints belong to another experiment."""
+    saved = osp.join(cfg.OUTPUT_DIR, "config.yaml")
+    if cfg.RESUME or not osp.isfile(saved):
+        return
+    has_checkpoint = any(osp.isfile(osp.join(cfg.OUTPUT_DIR, d, "checkpoint")) for d in os.listdir(cfg.OUTPUT_DIR))
+    if not has_checkpoint:
+        return
+    with open(saved) as f:
+        old = _comparable(f.read())
+    new = _comparable(_config_text(cfg))
+    if old != new:
+        diffs = sorted(_diff_keys(old, new))
+        raise RuntimeError(
+            f'The output directory "{cfg.OUTPUT_DIR}" holds checkpoints of a run with a different config '
+            f"(differing keys: {', '.join(diffs[:20])}). Use a new --output-dir, or delete the old one.")
+
+
+def _diff_keys(a, b, prefix=""):
+    keys = set(a) | set(b)
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            yield from _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            yield f"{prefix}{k}"
+
+
+def print_args(args, cfg):
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(args.__dict__):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def engine_info():
+    from vlpeft import __version__
+    from vlpeft.engine import ENGINE, collect_env_info
+
+    return f"vlpeft: {__version__} (engine: {ENGINE})\n{collect_env_info()}"
+
+
+class ResultRecorder:
+    """Keeps the evaluator's last result dict per split (works with Dassl's and vlpeft's trainers)."""
+
+    def __init__(self, trainer):
+        self.results = {}
+        self._split = None
+        test, evaluate = trainer.test, trainer.evaluator.evaluate
+
+        def recording_test(split=None, *a, **kw):
+            self._split = split or trainer.cfg.TEST.SPLIT
+            return test(split, *a, **kw)
+
+        def recording_evaluate(*a, **kw):
+            out = evaluate(*a, **kw)
+            self.results[self._split or "test"] = {k: float(v) for k, v in out.items()}
+            return out
+
+        trainer.test = recording_test
+        trainer.evaluator.evaluate = recording_evaluate
+
+
+def write_results(cfg, args, results, elapsed):
+    from vlpeft.engine.utils import atomic_write_text
+
+    final = results.get("test")
+    if final is None:
+        return None
+    record = {
+        "trainer": cfg.TRAINER.NAME,
+        "dataset": cfg.DATASET.NAME,
+        "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+        "num_shots": cfg.DATASET.NUM_SHOTS,
+        "seed": cfg.SEED,
+        "backbone": cfg.MODEL.BACKBONE.NAME,
+        "eval_only": bool(args.eval_only),
+        "model_dir": args.model_dir,
+        "load_epoch": args.load_epoch,
+        "elapsed_s": round(elapsed, 2),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **final,
+    }
+    path = osp.join(cfg.OUTPUT_DIR, "results.json")
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        from vlpeft.demo import demo_argv
+
+        argv = demo_argv()
+    import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
+    from vlpeft.engine import TRAINER_REGISTRY, build_trainer, set_random_seed, setup_logger
+    from vlpeft.engine.utils import atomic_write_text
+
+    args = build_parser(TRAINER_REGISTRY.registered_names()).parse_args(argv)
+    cfg = setup_cfg(args)
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
+        names = ", ".join(sorted(TRAINER_REGISTRY.registered_names()))
+        close = difflib.get_close_matches(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names(), n=1)
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        raise ValueError(f'Unknown trainer "{cfg.TRAINER.NAME}".{hint} Registered trainers: {names}')
+    if not args.eval_only and osp.isdir(cfg.OUTPUT_DIR):
+        check_resume_consistency(cfg)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    env = engine_info()
+    print("Collecting env info ** ")
+    print(f"** System info **\n{env}\n")
+    atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), _config_text(cfg))
+    atomic_write_text(osp.join(cfg.OUTPUT_DIR, "env.txt"), env + f"\ncommand: {' '.join(argv)}\n")
+
+    start = time.time()
+    trainer = build_trainer(cfg)
+    recorder = ResultRecorder(trainer)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+    path = write_results(cfg, args, recorder.results, time.time() - start)
+    if path:
+        print(f"Results written to {path}")
+    sys.stdout.flush()
+    return recorder.results.get("test")

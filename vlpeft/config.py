@@ -1,0 +1,55 @@
+"""``extend_cfg(cfg)``: the keys vlpeft adds to Dassl's defaults.
+
+Each trainer owns its config node: its module calls :func:`trainer_config` with its defaults (e.g. ``TRAINER.COOP``),
+and ``extend_cfg`` adds every registered node. Keys that already exist (because the host repository's own
+``extend_cfg`` added them) are left untouched, so calling both is safe.
+"""
+from yacs.config import CfgNode as CN
+
+# node name under cfg.TRAINER -> dict of defaults
+TRAINER_CONFIGS = {}
+
+# keys shared by every CoOp-family train.py, plus vlpeft's own additions
+COMMON_KEYS = {
+    "DATASET.SUBSAMPLE_CLASSES": "all",  # all / base / new (CoOp's base-to-new protocol)
+    "DATASET.FEWSHOT_CACHE_DIR": "",  # where split_fewshot/ goes when the dataset folder is read-only ("" = beside the data)
+    "MODEL.BACKBONE.PATH": "",  # explicit CLIP checkpoint; otherwise see vlpeft.clip.resolve_clip_weights
+}
+
+
+def trainer_config(node, **defaults):
+    """Declare the defaults of ``cfg.TRAINER.<node>``; called at import time by the trainer module owning it."""
+    if node in TRAINER_CONFIGS and TRAINER_CONFIGS[node] != defaults:
+        raise ValueError(f"TRAINER.{node} is declared twice with different defaults")
+    TRAINER_CONFIGS[node] = dict(defaults)
+    return TRAINER_CONFIGS[node]
+
+
+def _set_missing(cfg, dotted_key, value):
+    node = cfg
+    *parents, leaf = dotted_key.split(".")
+    for p in parents:
+        if p not in node:
+            node[p] = CN()
+        node = node[p]
+    if leaf not in node:
+        node[leaf] = CN(value) if isinstance(value, dict) else value
+
+
+def extend_cfg(cfg):
+    """Add vlpeft's keys and every trainer's config node to ``cfg`` (a Dassl/vlpeft default config), in place."""
+    import vlpeft.trainers  # noqa: F401  (registers every trainer and its config node)
+
+    for key, value in COMMON_KEYS.items():
+        _set_missing(cfg, key, value)
+    for node, defaults in TRAINER_CONFIGS.items():
+        for key, value in defaults.items():
+            _set_missing(cfg, f"TRAINER.{node}.{key}", value)
+    return cfg
+
+
+def get_cfg():
+    """Dassl defaults (of the active engine) extended with every vlpeft key."""
+    from vlpeft.engine import get_cfg_default
+
+    return extend_cfg(get_cfg_default())

@@ -1,0 +1,4 @@
+"""Importing this package registers every vlpeft trainer (and dataset) in the active engine's registries."""
+import vlpeft.datasets  # noqa: F401
+
+from . import cocoop, coop, zsclip  # noqa: F401

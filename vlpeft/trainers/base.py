@@ -1,0 +1,176 @@
+"""What every vlpeft CLIP trainer shares, on top of the engine's ``TrainerX`` (Dassl's or vlpeft's).
+
+* precision: ``PREC`` fp16 / bf16 run the frozen CLIP in half precision, ``amp`` runs it in fp32 under autocast with a
+  GradScaler, fp32 is plain; trainable tensors always stay fp32. Without a GPU, half precision falls back to fp32
+  with a logged warning.
+* trainable set: everything frozen but the registered learner; the parameter counts are printed at build time.
+* checkpoints: the registered learners keep only trainable tensors persistent, and load strictly. Checkpoints of the
+  official CoOp-family code load too (their class-dependent ``token_prefix`` / ``token_suffix`` buffers are dropped).
+* NaN/inf losses raise ``FloatingPointError`` through ``model_backward_and_update``.
+"""
+import os.path as osp
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlpeft import clip as vclip
+from vlpeft.engine import TrainerX, build_lr_scheduler, build_optimizer, count_num_param, load_checkpoint
+
+PRECISIONS = ("fp16", "bf16", "fp32", "amp")
+PREC_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "amp": torch.float32}
+CLASS_DEPENDENT_BUFFERS = ("token_prefix", "token_suffix")
+
+
+def compute_accuracy(output, target, topk=(1,)):
+    """Top-k accuracy in percent (Dassl's ``compute_accuracy``)."""
+    maxk = max(topk)
+    batch_size = target.size(0)
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    _, pred = output.topk(maxk, 1, True, True)
+    correct = pred.t().eq(target.view(1, -1).expand_as(pred.t()))
+    return [correct[:k].reshape(-1).float().sum(0) * (100.0 / batch_size) for k in topk]
+
+
+def resolve_precision(prec, device):
+    if prec not in PRECISIONS:
+        raise ValueError(f'PREC must be one of {list(PRECISIONS)}, got "{prec}"')
+    if device.type != "cuda" and prec != "fp32":
+        print(f"Warning: PREC {prec} needs a GPU; running the frozen model in fp32 on {device.type}")
+        return "fp32"
+    return prec
+
+
+class TextFeatureCache:
+    """Reuses text features while nothing they depend on has changed (inference only).
+
+    The key is the identity and in-place version counter of every tensor the text side reads, so an optimizer step
+    or a ``load_state_dict`` invalidates the cache without any bookkeeping.
+    """
+
+    def __init__(self):
+        self._key = None
+        self._value = None
+
+    def get(self, tensors, compute):
+        if torch.is_grad_enabled():
+            self._key = self._value = None
+            return compute()
+        key = tuple((id(t), t._version) for t in tensors)
+        if key != self._key:
+            self._value = compute()
+            self._key = key
+        return self._value
+
+
+class ClipTrainer(TrainerX):
+    """Base of the vlpeft trainers. Subclasses set ``CONFIG_NODE`` (their ``cfg.TRAINER`` node) and implement
+    ``build_model`` using :meth:`load_frozen_clip` and :meth:`register_learner`."""
+
+    CONFIG_NODE = None
+    clip_loader = staticmethod(vclip.load_clip)  # (name, path) -> fp32 CLIP; the benchmark swaps in random weights
+
+    @property
+    def trainer_cfg(self):
+        return self.cfg.TRAINER[self.CONFIG_NODE]
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.CONFIG_NODE].PREC
+        if prec not in PRECISIONS:
+            raise ValueError(f'TRAINER.{self.CONFIG_NODE}.PREC must be one of {list(PRECISIONS)}, got "{prec}"')
+
+    def load_frozen_clip(self):
+        """Load CLIP (``MODEL.BACKBONE``), resolve ``self.prec`` for this device and cast the frozen weights."""
+        backbone = self.cfg.MODEL.BACKBONE
+        print(f"Loading CLIP (backbone: {backbone.NAME})")
+        clip_model = self.clip_loader(backbone.NAME, backbone.PATH)
+        self.prec = resolve_precision(self.trainer_cfg.PREC, self.device)
+        clip_model = vclip.cast_clip(clip_model, PREC_DTYPES[self.prec])
+        for p in clip_model.parameters():
+            p.requires_grad_(False)
+        return clip_model
+
+    def register_learner(self, name, learner, model=None):
+        """Freeze everything in ``model`` but ``learner``, build its optimizer and schedule, register it."""
+        model = learner if model is None else model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in learner.parameters():
+            p.requires_grad_(True)
+            if p.is_floating_point():
+                p.data = p.data.float()
+        if self.cfg.MODEL.INIT_WEIGHTS:
+            from vlpeft.engine import load_pretrained_weights
+
+            load_pretrained_weights(learner, self.cfg.MODEL.INIT_WEIGHTS)
+        model.to(self.device)
+        trainable = [p for p in learner.parameters() if p.requires_grad]
+        optim = build_optimizer(trainable, self.cfg.OPTIM)
+        sched = build_lr_scheduler(optim, self.cfg.OPTIM)
+        self.register_model(name, learner, optim, sched)
+        self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None
+        n_total = count_num_param(model)
+        n_trainable = sum(p.numel() for p in trainable)
+        print(f"# params: {n_total:,} (trainable: {n_trainable:,}, {100.0 * n_trainable / max(n_total, 1):.4f}%)")
+        return optim, sched
+
+    def autocast(self):
+        """Autocast context for PREC amp (a no-op otherwise)."""
+        return torch.autocast(device_type=self.device.type, enabled=self.prec == "amp")
+
+    def backward_and_update(self, loss):
+        """One optimisation step on ``loss``: GradScaler for amp, otherwise Dassl's NaN-checked update."""
+        if self.scaler is not None:
+            self.detect_anomaly(loss)
+            self.model_zero_grad()
+            self.scaler.scale(loss).backward()
+            for name in self.get_model_names():
+                self.scaler.step(self._optims[name])
+            self.scaler.update()
+        else:
+            self.model_backward_and_update(loss)
+
+    def step_lr_at_epoch_end(self):
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch):
+        """Cross-entropy on the model's logits (CoOp's step); trainers with other losses override this."""
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            output = self.model(image)
+            loss = F.cross_entropy(output, label)
+        self.backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        self.step_lr_at_epoch_end()
+        return summary
+
+    def model_inference(self, input):
+        with self.autocast():
+            return self.model(input).float()
+
+    def load_model(self, directory, epoch=None):
+        """Load ``<directory>/<name>/model.pth.tar-<epoch>`` (``model-best.pth.tar`` without an epoch) strictly."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            state_dict = {k: v for k, v in checkpoint["state_dict"].items()
+                          if k.split(".")[-1] not in CLASS_DEPENDENT_BUFFERS}
+            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
+            self._models[name].load_state_dict(state_dict, strict=True)
+
+
+def freeze(module: nn.Module):
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
