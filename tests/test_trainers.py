@@ -325,3 +325,30 @@ def test_help_lists_registered_trainers(capsys):
     out = capsys.readouterr().out
     for name in ("CoOp", "CoCoOp", "ZeroshotCLIP", "ZeroshotCLIP2"):
         assert name in out
+
+
+def test_best_val_deploys_the_best_checkpoint(eurosat_root, tiny_clip_path, tmp_path):
+    out = tmp_path / "best"
+    res = _run(_train_args("CoOp", eurosat_root, str(out), tiny_clip_path, ["TRAINER.COOP.PREC", "fp32"],
+                           **{"TEST.FINAL_MODEL": "best_val", "OPTIM.MAX_EPOCH": 3}))
+    assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
+    log = (out / "log.txt").read_text()
+    assert log.count("Evaluate on the *val* set") == 3 and "Deploy the model with the best val performance" in log
+    best = torch.load(out / "prompt_learner" / "model-best.pth.tar", weights_only=True)
+    val_accs = [float(a) for a in re.findall(r"\* accuracy: ([\d.]+)%", log)[:3]]
+    assert best["val_result"] == pytest.approx(max(val_accs), abs=0.05)
+    assert 0 <= res["accuracy"] <= 100
+
+
+def test_benchmark_reports_numbers_against_plain_clip():
+    from vlpeft.bench import run
+    from vlpeft.clip import build_clip_from_state_dict
+    from vlpeft.clip.testing import tiny_openai_state_dict
+
+    cfg = _cfg(**{"TRAINER.NAME": "CoOp", "MODEL.BACKBONE.NAME": "tiny", "TRAINER.COOP.PREC": "fp32",
+                  "INPUT.SIZE": (32, 32), "DATALOADER.TRAIN_X.BATCH_SIZE": 4, "DATALOADER.TEST.BATCH_SIZE": 4,
+                  "OPTIM.NAME": "sgd", "OPTIM.LR": 0.002})
+    numbers = run(cfg, n_classes=3, iters=2, warmup=1,
+                  clip_builder=lambda name, seed: build_clip_from_state_dict(tiny_openai_state_dict(seed=seed)))
+    assert numbers["trainable"] == 16 * 64  # CoOp's default 16 context vectors of the tiny text width
+    assert all(math.isfinite(numbers[k]) and numbers[k] > 0 for k in ("train_ratio", "eval_ratio"))

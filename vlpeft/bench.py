@@ -47,7 +47,7 @@ def _peak_memory(device, fn):
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB (process max RSS)"
 
 
-def build_bench_trainer(cfg, classnames, seed=0):
+def build_bench_trainer(cfg, classnames, seed=0, clip_builder=build_random_clip):
     """The registered trainer with random-weight CLIP and a stand-in data manager holding only class names."""
     import vlpeft.trainers  # noqa: F401
     from vlpeft.engine import TRAINER_REGISTRY
@@ -55,7 +55,7 @@ def build_bench_trainer(cfg, classnames, seed=0):
     base = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
 
     class Bench(base):
-        clip_loader = staticmethod(lambda name, path: build_random_clip(name, seed=seed))
+        clip_loader = staticmethod(lambda name, path: clip_builder(name, seed=seed))
 
         def build_data_loader(self):
             self.dm = SimpleNamespace(dataset=SimpleNamespace(classnames=classnames))
@@ -100,10 +100,11 @@ def plain_clip_steps(clip_model, classnames, device):
     return train_step, eval_step
 
 
-def run(cfg, n_classes=100, iters=5, warmup=2, seed=0):
+def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random_clip):
+    """Measure and print; ``clip_builder(name, seed=...)`` makes the random-weight CLIP (ViT-B/16 shapes by default)."""
     torch.manual_seed(seed)
     classnames = [f"class {i}" for i in range(n_classes)]
-    trainer = build_bench_trainer(cfg, classnames, seed=seed)
+    trainer = build_bench_trainer(cfg, classnames, seed=seed, clip_builder=clip_builder)
     device = trainer.device
     size = tuple(cfg.INPUT.SIZE)
     bs_train, bs_test = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE
@@ -125,7 +126,7 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0):
         with torch.no_grad():
             trainer.model_inference(x_test)
 
-    plain = cast_clip(build_random_clip(cfg.MODEL.BACKBONE.NAME, seed=seed), trainer_dtype(trainer)).to(device)
+    plain = cast_clip(clip_builder(cfg.MODEL.BACKBONE.NAME, seed=seed), trainer_dtype(trainer)).to(device)
     plain_train, plain_eval = plain_clip_steps(plain, classnames, device)
 
     rows = []
