@@ -176,3 +176,14 @@ def test_logger_appends_instead_of_renaming(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["log.txt"]
     text = (tmp_path / "log.txt").read_text()
     assert text.index("first run") < text.index("new run appended") < text.index("second run")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    from vlpeft.engine.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(tmp_path / "f.json"), "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644

@@ -3,8 +3,10 @@
 Additions over CoOp's ``train.py`` (each also written to the output directory, atomically):
 ``config.yaml`` (the resolved config), ``env.txt`` (engine and library versions) and, once the final test has run,
 ``results.json`` (the evaluator's numbers; scripts use it as the completion marker).
-Deviations: ``--seed 0`` is honoured (CoOp ignores it); an existing ``log.txt`` is appended to, never renamed; resuming
-into an output directory whose saved config differs is refused instead of mixing results silently.
+Deviations: ``--seed 0`` is honoured (CoOp ignores it); on vlpeft's engine an existing ``log.txt`` is appended to, never
+renamed (on Dassl's, Dassl's logger starts ``log.txt-<timestamp>`` as CoOp does); resuming into an output directory
+whose saved config differs is refused instead of mixing results silently (keys that only one engine's defaults have are
+not compared, so a run resumes under either engine).
 """
 import argparse
 import difflib
@@ -148,15 +150,18 @@ def check_resume_consistency(cfg):
     with open(saved) as f:
         old = _comparable(f.read())
     new = _comparable(_config_text(cfg))
-    if old != new:
-        diffs = sorted(_diff_keys(old, new))
+    diffs = sorted(_diff_keys(old, new))
+    if diffs:
         raise RuntimeError(
             f'The output directory "{cfg.OUTPUT_DIR}" holds checkpoints of a run with a different config '
             f"(differing keys: {', '.join(diffs[:20])}). Use a new --output-dir, or delete the old one.")
 
 
 def _diff_keys(a, b, prefix=""):
-    keys = set(a) | set(b)
+    """Keys whose values differ. Keys present on one side only are not compared: they come from the engine's
+    defaults (Dassl's config has nodes for its own trainers, vlpeft's engine has not), not from the experiment, so a
+    run started under one engine can be resumed under the other."""
+    keys = set(a) & set(b)
     for k in keys:
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
@@ -233,9 +238,9 @@ def write_results(cfg, args, results, elapsed):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
-        from vlpeft.demo import demo_argv
+        from vlpeft.demo import run_demo
 
-        argv = demo_argv()
+        return run_demo()
     import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
     from vlpeft.engine import TRAINER_REGISTRY, build_trainer, set_random_seed, setup_logger
     from vlpeft.engine.utils import atomic_write_text

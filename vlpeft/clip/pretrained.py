@@ -3,6 +3,7 @@
 Search order of :func:`resolve_clip_weights`:
 
 1. the ``path`` argument (``cfg.MODEL.BACKBONE.PATH``): a file, or a directory holding the OpenAI file;
+   ``vlpeft-testbed`` (the testbed's tiny CLIP) is the checkpoint shipped in ``vlpeft/testbed/``;
 2. ``$VLPEFT_CLIP_WEIGHTS``: a file, or a directory holding the OpenAI file;
 3. ``~/.cache/clip/<openai file>``: where CoOp-family repos (and open_clip's URL download) keep OpenAI's JIT archives;
 4. open_clip's Hugging Face hub entry in the local HF cache (no network);
@@ -74,7 +75,7 @@ def canonical_backbone(name: str) -> str:
         aliases = {canon.lower(), bb.open_clip_name.lower(), bb.openai_file.lower(), bb.openai_file[:-3].lower()}
         if low in aliases:
             return canon
-    raise ValueError(f"Unknown CLIP backbone {name!r}. Valid names: {', '.join(BACKBONES)} "
+    raise ValueError(f"Unknown CLIP backbone {name!r}. Valid names: {', '.join(BACKBONES)}, vlpeft-testbed "
                      f"(or give the weights file via MODEL.BACKBONE.PATH).")
 
 
@@ -207,6 +208,20 @@ def _try_download(bb: Backbone, tried: List[str]) -> Optional[Path]:
     return None
 
 
+def packaged_backbone(name: str) -> Optional[Path]:
+    """The checkpoint shipped inside vlpeft for ``name`` (the testbed's ``vlpeft-testbed``), or None."""
+    if name.strip().lower() != "vlpeft-testbed":
+        return None
+    from vlpeft.testbed import CHECKPOINT
+
+    p = Path(CHECKPOINT)
+    if not p.is_file():
+        raise CLIPWeightsNotFoundError(
+            f"The testbed CLIP {p} is missing from this installation; rebuild it with "
+            "`python -m vlpeft.testbed.pretrain` (about 25 minutes on 2 CPU cores).", backbone=name, tried=[str(p)])
+    return p
+
+
 def resolve_clip_weights(name: str, path: str = "") -> Path:
     """Return the path of the weights file for backbone ``name`` (see module docstring for the search order)."""
     tried: List[str] = []
@@ -229,6 +244,10 @@ def resolve_clip_weights(name: str, path: str = "") -> Path:
             "Point MODEL.BACKBONE.PATH at an existing OpenAI CLIP checkpoint (.pt JIT archive, state dict "
             "or .safetensors), or leave it empty to use the default search.",
             backbone=name, tried=[str(p)])
+
+    packaged = packaged_backbone(name)
+    if packaged is not None:
+        return packaged
 
     canon = canonical_backbone(name)  # ValueError listing the valid names
     bb = BACKBONES[canon]

@@ -18,10 +18,10 @@ import os
 import os.path as osp
 import pickle
 import random
-import tempfile
 from collections import defaultdict
 
 from vlpeft.engine import Datum, DatasetBase, listdir_nohidden, mkdir_if_missing, read_json, write_json
+from vlpeft.engine.utils import atomic_write_bytes
 
 __all__ = [
     "DOCS",
@@ -311,20 +311,7 @@ def load_pickle(path):
 
 def save_pickle(obj, path):
     """Pickle ``obj`` (HIGHEST_PROTOCOL) to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    dirname = osp.dirname(osp.abspath(path))
-    mkdir_if_missing(dirname)
-    fd, tmp = tempfile.mkstemp(dir=dirname, prefix="." + osp.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _stale(source, impath, dataset_dir, moved=True):

@@ -1,12 +1,21 @@
-"""Run-time fixes that let Dassl 0.6.3 work on a current torch, applied without editing Dassl
-(``DASSL_CONTRACT.md`` §4, §6):
+"""Run-time fixes that let Dassl 0.6.3 work on a current torch and next to a host repository, applied without
+editing Dassl (``DASSL_CONTRACT.md`` §4, §6; ``docs/DASSL.md``):
 
-1. its warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which torch >= 2.7 no longer accepts;
-2. its ``load_checkpoint`` calls ``torch.load`` without ``weights_only``; torch >= 2.6 then refuses the pickled
-   scheduler inside every Dassl checkpoint (resume and ``--eval-only`` break);
-3. its registries raise on a duplicate name; vlpeft keeps the first object and logs the clash instead, so a host
-   repository's own ``CoOp`` and vlpeft's can be imported in either order.
-Each patch is applied once and only where needed.
+1. its warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which torch >= 2.7 no longer accepts (every
+   CoOp-family config uses ``WARMUP_EPOCH 1``, so nothing trains without this);
+2. its warm-up schedulers' ``state_dict`` pickles the successor scheduler *object* (and through it the optimizer with
+   its parameters), so no checkpoint Dassl writes loads with ``weights_only=True``. Patched to store the successor's
+   ``state_dict`` instead, exactly as vlpeft's own engine does, so checkpoints are weights-only loadable and have the
+   same format under both engines; ``load_state_dict`` accepts both forms (old Dassl checkpoints resume too);
+3. its ``load_checkpoint`` calls ``torch.load`` without ``weights_only``; torch >= 2.6 then refuses the pickled
+   scheduler inside checkpoints written by an unpatched Dassl (the official CoOp-family code): resume and
+   ``--eval-only`` break. Patched to try ``weights_only=True`` first and to unpickle fully, with a note, only when that
+   fails (as vlpeft's engine does);
+4. its registries raise ``KeyError`` on a duplicate name. vlpeft registers its own trainers and datasets softly (a name
+   already taken by the host repository is left alone, see ``vlpeft.engine.register_trainer``); this patch lets the
+   host register a name *after* vlpeft took it, replacing vlpeft's entry, so the host's own ``CoOp`` / ``EuroSAT``
+   wins whatever the import order. Duplicates between two non-vlpeft objects still raise, as in Dassl.
+Each patch is applied once; the first only where torch needs it.
 """
 import inspect
 import os.path as osp
@@ -32,6 +41,29 @@ def _patch_warmup_scheduler():
     base.__init__ = __init__
 
 
+def _patch_warmup_state_dict():
+    from dassl.optim import lr_scheduler as dassl_sched
+
+    base = dassl_sched._BaseWarmupScheduler
+    LRScheduler = torch.optim.lr_scheduler.LRScheduler
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "successor")}
+        state["successor"] = self.successor.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        successor = state.pop("successor")
+        if isinstance(successor, LRScheduler):  # written by an unpatched Dassl: the pickled object itself
+            successor = successor.state_dict()
+        self.__dict__.update(state)
+        self.successor.load_state_dict(successor)
+
+    base.state_dict = state_dict
+    base.load_state_dict = load_state_dict
+
+
 def _patch_load_checkpoint():
     import dassl.engine.trainer as dassl_trainer
     import dassl.utils as dassl_utils
@@ -45,22 +77,31 @@ def _patch_load_checkpoint():
         try:
             return torch.load(fpath, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
+            print(f'Note: "{fpath}" holds pickled Python objects (a scheduler saved by an unpatched Dassl); '
+                  "loading it fully")
             return torch.load(fpath, map_location="cpu", weights_only=False)
 
+    load_checkpoint.__doc__ = torchtools.load_checkpoint.__doc__
     for module in (torchtools, dassl_utils, dassl_trainer):
         if hasattr(module, "load_checkpoint"):
             module.load_checkpoint = load_checkpoint
 
 
+def _is_vlpeft(obj):
+    return (getattr(obj, "__module__", None) or "").split(".")[0] == "vlpeft"
+
+
 def _patch_registry():
     from dassl.utils.registry import Registry
 
+    original = Registry._do_register
+
     def _do_register(self, name, obj, force=False):
-        if name in self._obj_map and not force:
-            if self._obj_map[name] is not obj:
-                print(f'vlpeft: "{name}" is already registered in the {self._name} registry '
-                      f"(from {getattr(self._obj_map[name], '__module__', '?')}); keeping it")
-            return
+        existing = self._obj_map.get(name)
+        if existing is None or force or existing is obj or not _is_vlpeft(existing) or _is_vlpeft(obj):
+            return original(self, name, obj, force=force)  # Dassl's behaviour, KeyError on a real clash included
+        print(f'vlpeft: "{name}" in the {self._name} registry now refers to {obj.__module__}.{name} '
+              f"(replacing vlpeft's {existing.__module__}.{name})")
         self._obj_map[name] = obj
 
     Registry._do_register = _do_register
@@ -71,6 +112,7 @@ def apply():
     if _applied:
         return
     _patch_warmup_scheduler()
+    _patch_warmup_state_dict()
     _patch_load_checkpoint()
     _patch_registry()
     _applied = True

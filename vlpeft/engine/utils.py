@@ -22,6 +22,12 @@ def mkdir_if_missing(dirname):
                 raise
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
     dirname = osp.dirname(osp.abspath(path))
@@ -32,6 +38,7 @@ def atomic_write_bytes(path, data: bytes):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

@@ -1,4 +1,5 @@
 """Importing this package registers every vlpeft trainer (and dataset) in the active engine's registries."""
 import vlpeft.datasets  # noqa: F401
+import vlpeft.testbed.datasets  # noqa: F401
 
 from . import cocoop, coop, zsclip  # noqa: F401

@@ -1,0 +1,194 @@
+"""The testbed benchmark: trainers x testbed datasets x seeds, base-to-new and few-shot, as a results table.
+
+    python -m vlpeft.testbed.bench                                  # every registered trainer, 3 datasets, seeds 1-3
+    python -m vlpeft.testbed.bench --trainers ZeroshotCLIP CoOp --protocols b2n --seeds 1 2 3
+
+Each run is a real ``train.py`` run (in-process) with ``configs/trainers/<Trainer>/testbed.yaml`` (zero-shot
+trainers use CoOp's for the input pipeline) on the ``vlpeft-testbed`` CLIP; its output directory is
+``<output>/<protocol>/<dataset>/<trainer>/seed<S>[/...]`` and a finished run (``results.json``) is reused.
+Base-to-new trains on the base half (16 shots) and evaluates the last checkpoint on the base and the new test
+classes; H is the harmonic mean of the seed-averaged base and new accuracies, as the papers compute it. Few-shot
+trains on all classes with K shots and evaluates on all test classes. The table (tabulate) is printed and written to
+``<output>/results.md`` and ``results.json``, with the mean elapsed seconds per run.
+"""
+import argparse
+import io
+import json
+import os
+import os.path as osp
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from tabulate import tabulate
+
+from vlpeft.engine.utils import atomic_write_text
+from vlpeft.testbed.datasets import SPECS
+
+ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def config_file(trainer):
+    name = "CoOp" if trainer in ZERO_SHOT else trainer
+    path = osp.join(REPO_ROOT, "configs", "trainers", name, "testbed.yaml")
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"{trainer} has no testbed config: {path}")
+    return path
+
+
+def testbed_trainers():
+    """Registered trainers that have a testbed config (every vlpeft trainer should)."""
+    import vlpeft.trainers  # noqa: F401
+    from vlpeft.engine import TRAINER_REGISTRY
+
+    names = []
+    for name in TRAINER_REGISTRY.registered_names():
+        try:
+            config_file(name)
+            names.append(name)
+        except FileNotFoundError:
+            pass
+    return names
+
+
+@contextmanager
+def _quiet(enabled):
+    """Keep a run's console output out of the terminal (it still goes to the run's log.txt)."""
+    if not enabled:
+        yield
+        return
+    original = sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        yield
+    finally:
+        from vlpeft.engine.utils import _Tee
+
+        while isinstance(sys.stdout, _Tee):
+            sys.stdout.flush()
+            sys.stdout.close()
+            sys.stdout = sys.stdout.console
+        sys.stdout = original
+
+
+def run_train(argv, output_dir, quiet=True):
+    """``train.py argv`` in-process unless ``output_dir/results.json`` exists; return that results dict."""
+    marker = osp.join(output_dir, "results.json")
+    if not osp.isfile(marker):
+        from vlpeft.cli import main
+
+        with _quiet(quiet):
+            main(list(map(str, argv)) + ["--output-dir", output_dir])
+    with open(marker) as f:
+        return json.load(f)
+
+
+def _common(trainer, dataset, seed, root):
+    return ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file(trainer),
+            "DATASET.NAME", dataset]
+
+
+def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True):
+    """Train on base classes, test base and new; returns {"base", "new", "elapsed_s"}."""
+    out = osp.join(output, "b2n", dataset, trainer, f"seed{seed}")
+    common = _common(trainer, dataset, seed, root) + ["DATASET.NUM_SHOTS", shots]
+    if trainer in ZERO_SHOT:
+        base = run_train(common + ["--eval-only", "DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "base"), quiet)
+        model_args = ["--eval-only"]
+    else:
+        base = run_train(common + ["DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "train_base"), quiet)
+        epoch = _max_epoch(osp.join(out, "train_base"))
+        model_args = ["--eval-only", "--model-dir", osp.join(out, "train_base"), "--load-epoch", epoch]
+    new = run_train(common + model_args + ["DATASET.SUBSAMPLE_CLASSES", "new"], osp.join(out, "test_new"), quiet)
+    return {"base": base["accuracy"], "new": new["accuracy"], "elapsed_s": base["elapsed_s"] + new["elapsed_s"]}
+
+
+def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True):
+    out = osp.join(output, "fewshot", dataset, trainer, f"{shots}shots", f"seed{seed}")
+    args = _common(trainer, dataset, seed, root) + ["DATASET.NUM_SHOTS", shots]
+    if trainer in ZERO_SHOT:
+        args.append("--eval-only")
+    res = run_train(args, out, quiet)
+    return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"]}
+
+
+def _max_epoch(run_dir):
+    import yaml
+
+    with open(osp.join(run_dir, "config.yaml")) as f:
+        return yaml.safe_load(f)["OPTIM"]["MAX_EPOCH"]
+
+
+def harmonic(b, n):
+    return 2 * b * n / (b + n) if b + n > 0 else 0.0
+
+
+def b2n_table(records):
+    """records: {(dataset, trainer): [per-seed dicts]} -> rows with mean/std base, new, H of the means, time."""
+    rows = []
+    for (dataset, trainer), runs in records.items():
+        base = np.array([r["base"] for r in runs])
+        new = np.array([r["new"] for r in runs])
+        rows.append([dataset, trainer, len(runs), f"{base.mean():.2f} ± {base.std():.2f}",
+                     f"{new.mean():.2f} ± {new.std():.2f}", f"{harmonic(base.mean(), new.mean()):.2f}",
+                     f"{np.mean([r['elapsed_s'] for r in runs]):.1f}"])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainers", nargs="+", default=None, help="default: every trainer with a testbed config")
+    parser.add_argument("--datasets", nargs="+", default=list(SPECS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--protocols", nargs="+", default=["b2n", "fewshot"], choices=["b2n", "fewshot"])
+    parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--root", default="", help="dataset root (default: generated in the cache)")
+    parser.add_argument("--output", default="output/testbed")
+    parser.add_argument("--verbose", action="store_true", help="show each run's console output")
+    args = parser.parse_args(argv)
+    trainers = args.trainers or testbed_trainers()
+    summary = {"b2n": {}, "fewshot": {}}
+    text = []
+    if "b2n" in args.protocols:
+        records = {}
+        for dataset in args.datasets:
+            for trainer in trainers:
+                for seed in args.seeds:
+                    t0 = time.time()
+                    r = base_to_new(trainer, dataset, seed, args.output, args.root, quiet=not args.verbose)
+                    records.setdefault((dataset, trainer), []).append(r)
+                    print(f"b2n {dataset} {trainer} seed{seed}: base {r['base']:.1f} new {r['new']:.1f} "
+                          f"({time.time() - t0:.0f}s)", flush=True)
+        rows = b2n_table(records)
+        table = tabulate(rows, headers=["dataset", "trainer", "seeds", "base", "new", "H", "s/run"])
+        text.append("## Base-to-new (16 shots; mean ± std over seeds; H of the means)\n\n" + table)
+        summary["b2n"] = {f"{d}/{t}": runs for (d, t), runs in records.items()}
+    if "fewshot" in args.protocols:
+        records = {}
+        for dataset in args.datasets:
+            for trainer in trainers:
+                for k in args.shots:
+                    for seed in args.seeds:
+                        r = few_shot(trainer, dataset, seed, k, args.output, args.root, quiet=not args.verbose)
+                        records.setdefault((dataset, trainer), {}).setdefault(k, []).append(r)
+                    print(f"few-shot {dataset} {trainer} {k}-shot: "
+                          f"{np.mean([r['accuracy'] for r in records[(dataset, trainer)][k]]):.1f}", flush=True)
+        rows = []
+        for (dataset, trainer), by_k in records.items():
+            rows.append([dataset, trainer] + [f"{np.mean([r['accuracy'] for r in by_k[k]]):.2f}" for k in args.shots]
+                        + [f"{np.mean([r['elapsed_s'] for k in args.shots for r in by_k[k]]):.1f}"])
+        table = tabulate(rows, headers=["dataset", "trainer"] + [f"{k}-shot" for k in args.shots] + ["s/run"])
+        text.append("## Few-shot (accuracy on all classes, mean over seeds)\n\n" + table)
+        summary["fewshot"] = {f"{d}/{t}": {str(k): v for k, v in by_k.items()} for (d, t), by_k in records.items()}
+    report = "\n\n".join(text)
+    print(report)
+    os.makedirs(args.output, exist_ok=True)
+    atomic_write_text(osp.join(args.output, "results.md"), report + "\n")
+    atomic_write_text(osp.join(args.output, "results.json"), json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

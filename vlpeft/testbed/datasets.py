@@ -1,0 +1,163 @@
+"""Downstream datasets of the testbed, in CoOp's on-disk format (``images/<class>/*.jpg`` + ``split_zhou_<Name>.json``),
+generated deterministically on first use and registered like the real benchmarks.
+
+* ``TestbedSketchShapes`` - 12 classes = shapes, rendered in the ``sketch`` style pretraining never saw (domain shift);
+* ``TestbedHeldoutPairs`` - 16 classes = colour-shape pairs held out of pretraining ("red star"): compositional
+  generalisation;
+* ``TestbedFinePatterns`` - 12 classes = pattern x similar shape ("striped hexagon"): fine-grained.
+
+Each class has 32 train, 8 val and 50 test images (64x64), so 16-shot base-to-new runs have 6 / 8 / 6 new classes.
+``DATASET.ROOT`` empty (or the folder absent) -> generated under ``$VLPEFT_CACHE/testbed`` (default
+``~/.cache/vlpeft/testbed``).
+"""
+import json
+import os
+import os.path as osp
+import random
+import shutil
+import tempfile
+
+from vlpeft.datasets.base import CoOpDataset, read_split
+from vlpeft.engine import register_dataset
+from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, Scene, random_scene, render
+
+PER_CLASS = {"train": 32, "val": 8, "test": 50}
+IMAGE_SIZE = 64
+GENERATOR_VERSION = 1  # bump when the rendering of the datasets changes: cached copies are then regenerated
+
+FINE_SHAPES = ["circle", "hexagon", "pentagon", "square"]
+FINE_PATTERNS = ["striped", "dotted", "checkered"]
+
+
+def _sketch_classes():
+    return [(shape, lambda rng, s=shape: random_scene(rng, styles=["sketch"], exclude_pairs=(), shapes=[s]))
+            for shape in SHAPES]
+
+
+def _pair_classes():
+    return [(f"{colour} {shape}",
+             lambda rng, c=colour, s=shape: random_scene(rng, styles=PRETRAIN_STYLES, exclude_pairs=(), shapes=[s],
+                                                          colours=[c]))
+            for colour, shape in HELD_OUT_PAIRS]
+
+
+def _fine_classes():
+    return [(f"{pattern} {shape}",
+             lambda rng, p=pattern, s=shape: random_scene(rng, styles=PRETRAIN_STYLES, exclude_pairs=HELD_OUT_PAIRS,
+                                                          shapes=[s], patterns=[p]))
+            for shape in FINE_SHAPES for pattern in FINE_PATTERNS]
+
+
+SPECS = {
+    "TestbedSketchShapes": ("testbed_sketch_shapes", _sketch_classes, "a photo of a {}.", 101),
+    "TestbedHeldoutPairs": ("testbed_heldout_pairs", _pair_classes, "a photo of a {}.", 202),
+    "TestbedFinePatterns": ("testbed_fine_patterns", _fine_classes, "a photo of a {}.", 303),
+}
+TEMPLATES = {name: spec[2] for name, spec in SPECS.items()}
+
+
+def default_root():
+    return osp.join(osp.abspath(osp.expanduser(os.environ.get("VLPEFT_CACHE", "~/.cache/vlpeft"))), "testbed")
+
+
+def generate(name, root):
+    """Write dataset ``name`` under ``root`` (atomically: a temporary folder renamed into place); return its folder."""
+    folder, make_classes, _, seed = SPECS[name]
+    target = osp.join(root, folder)
+    marker = osp.join(target, "generator.json")
+    if osp.isfile(marker) and json.load(open(marker)).get("version") == GENERATOR_VERSION:
+        return target
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{folder}.", dir=root)
+    try:
+        split = {"train": [], "val": [], "test": []}
+        for label, (classname, sample) in enumerate(make_classes()):
+            cdir = classname.replace(" ", "_")
+            os.makedirs(osp.join(tmp, "images", cdir))
+            rng = random.Random(seed * 1000 + label)
+            for part, count in PER_CLASS.items():
+                for i in range(count):
+                    rel = f"{cdir}/{part}_{i:03d}.jpg"
+                    render(sample(rng), IMAGE_SIZE, seed=rng.randrange(2**31)).save(
+                        osp.join(tmp, "images", rel), quality=95)
+                    split[part].append([rel, label, classname])
+        with open(osp.join(tmp, f"split_zhou_{name}.json"), "w") as f:
+            json.dump(split, f, indent=4, separators=(",", ": "))
+        with open(osp.join(tmp, "generator.json"), "w") as f:
+            json.dump({"version": GENERATOR_VERSION, "dataset": name, "per_class": PER_CLASS}, f)
+        if osp.isdir(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+    print(f"Generated {name} in {target}")
+    return target
+
+
+class TestbedDataset(CoOpDataset):
+    """A generated testbed dataset; the CoOp few-shot cache and base/new split apply as for the real ones."""
+
+    def __init__(self, cfg):
+        name = type(self).__name__
+        root = cfg.DATASET.ROOT or default_root()
+        folder = generate(name, osp.abspath(osp.expanduser(root)))
+        type(self).dataset_dir = osp.basename(folder)
+        cfg_root = cfg.DATASET.ROOT
+        if not cfg_root:  # CoOpDataset.setup reads DATASET.ROOT; point it at the cache without mutating cfg
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATASET.ROOT = osp.dirname(folder)
+        self.setup(cfg)
+        train, val, test = read_split(osp.join(folder, f"split_zhou_{name}.json"), osp.join(folder, "images"), name)
+        self.finish(train, val, test)
+
+
+@register_dataset
+class TestbedSketchShapes(TestbedDataset):
+    dataset_dir = SPECS["TestbedSketchShapes"][0]
+
+
+@register_dataset
+class TestbedHeldoutPairs(TestbedDataset):
+    dataset_dir = SPECS["TestbedHeldoutPairs"][0]
+
+
+@register_dataset
+class TestbedFinePatterns(TestbedDataset):
+    dataset_dir = SPECS["TestbedFinePatterns"][0]
+
+
+def zeroshot_report(model, root=None, split="test"):
+    """Zero-shot accuracy of an open_clip ``model`` on all / base / new classes of every testbed dataset (printed)."""
+    import torch
+    from PIL import Image
+
+    from vlpeft.clip import tokenize
+    from vlpeft.testbed.pretrain import to_input
+    import numpy as np
+
+    model.eval()
+    root = root or default_root()
+    out = {}
+    for name, (_, make_classes, template, _) in SPECS.items():
+        folder = generate(name, root)
+        items = json.load(open(osp.join(folder, f"split_zhou_{name}.json")))[split]
+        classes = [c for c, _ in make_classes()]
+        with torch.no_grad():
+            txt = model.encode_text(tokenize([template.format(c) for c in classes]), normalize=True)
+            imgs = np.stack([np.asarray(Image.open(osp.join(folder, "images", rel)).convert("RGB")) for rel, _, _ in items])
+            img = model.encode_image(to_input(imgs), normalize=True)
+        labels = torch.tensor([lab for _, lab, _ in items])
+        m = (len(classes) + 1) // 2
+        res = {}
+        for part, keep in (("all", range(len(classes))), ("base", range(m)), ("new", range(m, len(classes)))):
+            keep = list(keep)
+            sel = torch.isin(labels, torch.tensor(keep))
+            pred = torch.tensor(keep)[(img[sel] @ txt[keep].t()).argmax(-1)]
+            res[part] = (pred == labels[sel]).float().mean().item() * 100
+            res[f"{part}_chance"] = 100.0 / len(keep)
+        out[name] = res
+        print(f"zero-shot {name}: all {res['all']:.1f}% (chance {res['all_chance']:.1f}) | base {res['base']:.1f}% | "
+              f"new {res['new']:.1f}% (chance {res['new_chance']:.1f})", flush=True)
+    return out

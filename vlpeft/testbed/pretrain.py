@@ -1,0 +1,222 @@
+"""Contrastive pretraining of the testbed's tiny CLIP on the generated world (CLIP's symmetric InfoNCE loss).
+
+    python -m vlpeft.testbed.pretrain --out vlpeft/testbed/vlpeft-testbed.pt    # the shipped checkpoint
+
+Reproducible: a fixed seed fixes the image pool, the captions drawn at every step, the initialisation and the batch
+order. Architecture: ``vlpeft-testbed.json`` (registered with open_clip): ViT 4 x 128 on 64x64 images with 8x8
+patches, text transformer 4 x 128 with CLIP's tokenizer and 77-token context; embedding 128.
+
+Two exact shortcuts keep it within minutes on 2 CPU cores:
+* only the rows of the token-embedding table that the world's words use are trained (the others keep their random
+  initialisation and are written out unchanged), so the optimizer never touches the 49408 x 128 table;
+* captions are shorter than 32 tokens and the text mask is causal, so the text tower runs on the first 32 positions:
+  the features at the EOT token are exactly those of the full 77-token forward.
+The checkpoint is an OpenAI-format state dict in fp16 (vlpeft's CLIP loader reads it like any OpenAI file).
+"""
+import argparse
+import io
+import math
+import multiprocessing as mp
+import os
+import os.path as osp
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlpeft.clip import tokenize
+from vlpeft.testbed import MODEL_NAME, register_model_config
+from vlpeft.testbed.world import (BACKGROUNDS, COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, STYLE_WORDS,
+                                  caption, random_scene, render)
+
+TEXT_LEN = 32
+MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+
+def build_model(seed=0):
+    import open_clip
+
+    register_model_config()
+    torch.manual_seed(seed)
+    return open_clip.create_model(MODEL_NAME, pretrained=None)
+
+
+def world_token_ids(extra_texts=()):
+    """Token ids of every word the world's captions and the testbed's class names / templates can contain."""
+    words = set(SHAPES) | set(COLOURS) | set(PATTERNS) | set(SIZES) | set(BACKGROUNDS)
+    texts = [f"{STYLE_WORDS[s]} a {w} {p} on a {b} background." for s in STYLE_WORDS for w in words
+             for p in POSITIONS for b in ["grey"]] + list(extra_texts)
+    texts += ["a photo of a.", "a sketch of a.", "a painting of a.", "X X X X X X X X X X X X X X X X."]
+    ids = set()
+    for i in range(0, len(texts), 512):
+        ids.update(tokenize(texts[i:i + 512]).unique().tolist())
+    return sorted(ids)
+
+
+class CompactEmbedding(nn.Module):
+    """Token embedding that trains only the rows in ``ids``; other ids map to the padding row (id 0)."""
+
+    def __init__(self, full: nn.Embedding, ids):
+        super().__init__()
+        ids = torch.tensor(sorted(set(ids) | {0}))
+        lookup = torch.zeros(full.num_embeddings, dtype=torch.long)
+        lookup[ids] = torch.arange(len(ids))
+        self.register_buffer("ids", ids)
+        self.register_buffer("lookup", lookup)
+        self.weight = nn.Parameter(full.weight.detach()[ids].clone())
+
+    def forward(self, tokens):
+        return F.embedding(self.lookup[tokens], self.weight)
+
+    def write_back(self, full: nn.Embedding):
+        with torch.no_grad():
+            full.weight[self.ids] = self.weight.detach().to(full.weight.dtype)
+
+
+def _render_one(args):
+    scene, seed = args
+    return np.asarray(render(scene, 64, seed=seed), dtype=np.uint8)
+
+
+def render_pool(n, seed, workers=2):
+    """``n`` random pretraining scenes and their images (uint8 [n, 64, 64, 3]), rendered in parallel."""
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(n)]
+    jobs = [(s, seed * 1_000_003 + i) for i, s in enumerate(scenes)]
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            images = pool.map(_render_one, jobs, chunksize=256)
+    else:
+        images = [_render_one(j) for j in jobs]
+    return scenes, np.stack(images)
+
+
+def encode_text_truncated(model, embedding, tokens):
+    """Text features from the first TEXT_LEN positions (exact for captions whose EOT is within them)."""
+    tokens = tokens[:, :TEXT_LEN]
+    assert (tokens.argmax(-1) < TEXT_LEN).all(), "caption longer than TEXT_LEN tokens"
+    x = embedding(tokens) + model.positional_embedding[:TEXT_LEN]
+    x = model.transformer(x, attn_mask=model.attn_mask[:TEXT_LEN, :TEXT_LEN])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+    return F.normalize(x, dim=-1)
+
+
+def to_input(images_uint8):
+    x = torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div_(255)
+    return (x - MEAN) / STD
+
+
+def param_groups(model, weight_decay):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def openai_state_dict(model, dtype=torch.float16):
+    """OpenAI-format state dict (the key names open_clip's CLIP shares with OpenAI's), floats cast to ``dtype``."""
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k == "attn_mask":
+            continue
+        sd[k] = v.detach().to(dtype) if v.is_floating_point() else v.detach().clone()
+    return sd
+
+
+def save_checkpoint(model, path):
+    buffer = io.BytesIO()
+    torch.save(openai_state_dict(model), buffer)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)
+    return osp.getsize(path)
+
+
+def pretrain(steps=600, batch_size=256, lr=1e-3, weight_decay=0.1, warmup=50, pool_size=40_000, seed=0,
+             log_every=25, eval_fn=None, threads=None):
+    """Train and return the open_clip model (fp32). ``eval_fn(model)`` is called at the end and every 200 steps."""
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    scenes, images = render_pool(pool_size, seed)
+    print(f"rendered {pool_size} images in {time.time() - t0:.0f}s", flush=True)
+    model = build_model(seed)
+    embedding = CompactEmbedding(model.token_embedding, world_token_ids())
+    model.token_embedding.weight.requires_grad_(False)
+    model.train()
+    params = param_groups(model, weight_decay) + [{"params": [embedding.weight], "weight_decay": 0.0}]
+    optim = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+    gen = torch.Generator().manual_seed(seed)
+    caption_rng = random.Random(seed)
+    token_cache = {}
+    labels = torch.arange(batch_size)
+    t_start = time.time()
+    for step in range(steps):
+        idx = torch.randperm(pool_size, generator=gen)[:batch_size]
+        texts = [caption(scenes[i], caption_rng) for i in idx.tolist()]
+        missing = [t for t in set(texts) if t not in token_cache]
+        if missing:
+            for t, tok in zip(missing, tokenize(missing)):
+                token_cache[t] = tok
+        tokens = torch.stack([token_cache[t] for t in texts])
+        img = F.normalize(model.encode_image(to_input(images[idx.numpy()])), dim=-1)
+        txt = encode_text_truncated(model, embedding, tokens)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if (step + 1) % log_every == 0 or step == 0:
+            acc = (logits.argmax(-1) == labels).float().mean().item() * 100
+            el = time.time() - t_start
+            print(f"step {step + 1}/{steps} loss {loss.item():.4f} batch i2t acc {acc:.1f}% "
+                  f"scale {model.logit_scale.exp().item():.1f} lr {sched.get_last_lr()[0]:.2e} "
+                  f"{el:.0f}s (eta {el / (step + 1) * (steps - step - 1):.0f}s)", flush=True)
+        if eval_fn is not None and (step + 1) % 200 == 0 and step + 1 < steps:
+            embedding.write_back(model.token_embedding)
+            eval_fn(model)
+            model.train()
+    embedding.write_back(model.token_embedding)
+    model.eval()
+    if eval_fn is not None:
+        eval_fn(model)
+    print(f"pretraining took {time.time() - t0:.0f}s", flush=True)
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=osp.join(osp.dirname(osp.abspath(__file__)), f"{MODEL_NAME}.pt"))
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pool-size", type=int, default=40_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-eval", action="store_true")
+    args = parser.parse_args(argv)
+    eval_fn = None
+    if not args.no_eval:
+        from vlpeft.testbed.datasets import zeroshot_report
+
+        eval_fn = zeroshot_report
+    model = pretrain(steps=args.steps, batch_size=args.batch_size, lr=args.lr, pool_size=args.pool_size,
+                     seed=args.seed, eval_fn=eval_fn)
+    size = save_checkpoint(model, args.out)
+    print(f"saved {args.out} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
