@@ -13,7 +13,7 @@ DEMO_DATASET = "TestbedHeldoutPairs"
 DEMO_SEED = 1
 
 
-def run_demo(dataset=DEMO_DATASET, seed=DEMO_SEED, output="output/demo", trainer="CoOp", quiet=True):
+def run_demo(dataset=DEMO_DATASET, seed=DEMO_SEED, output="output/demo", trainer="CoOp", quiet=True, root="", opts=()):
     from vlpeft.testbed.bench import base_to_new, harmonic
 
     print("=" * 100)
@@ -23,7 +23,7 @@ def run_demo(dataset=DEMO_DATASET, seed=DEMO_SEED, output="output/demo", trainer
     print("=" * 100, flush=True)
     rows = []
     for name in ("ZeroshotCLIP", trainer):
-        r = base_to_new(name, dataset, seed, output, quiet=quiet)
+        r = base_to_new(name, dataset, seed, output, root=root, quiet=quiet, opts=opts)
         rows.append([name, f"{r['base']:.1f}", f"{r['new']:.1f}", f"{harmonic(r['base'], r['new']):.1f}",
                      f"{r['elapsed_s']:.0f}"])
         print(f"{name}: base {r['base']:.1f}%  new {r['new']:.1f}%", flush=True)

@@ -73,44 +73,44 @@ def _quiet(enabled):
         sys.stdout = original
 
 
-def run_train(argv, output_dir, quiet=True):
-    """``train.py argv`` in-process unless ``output_dir/results.json`` exists; return that results dict."""
+def run_train(flags, opts, output_dir, quiet=True):
+    """``train.py FLAGS --output-dir DIR OPTS`` in-process unless ``DIR/results.json`` exists; return that dict."""
     marker = osp.join(output_dir, "results.json")
     if not osp.isfile(marker):
         from vlpeft.cli import main
 
         with _quiet(quiet):
-            main(list(map(str, argv)) + ["--output-dir", output_dir])
+            main([str(a) for a in [*flags, "--output-dir", output_dir, *opts]])
     with open(marker) as f:
         return json.load(f)
 
 
-def _common(trainer, dataset, seed, root):
-    return ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file(trainer),
-            "DATASET.NAME", dataset]
+def _flags(trainer, seed, root):
+    return ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file(trainer)]
 
 
-def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True):
-    """Train on base classes, test base and new; returns {"base", "new", "elapsed_s"}."""
+def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, opts=()):
+    """Train on base classes, test base and new; returns {"base", "new", "elapsed_s"}. ``opts``: config overrides."""
     out = osp.join(output, "b2n", dataset, trainer, f"seed{seed}")
-    common = _common(trainer, dataset, seed, root) + ["DATASET.NUM_SHOTS", shots]
+    flags = _flags(trainer, seed, root)
+    opts = ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts]
     if trainer in ZERO_SHOT:
-        base = run_train(common + ["--eval-only", "DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "base"), quiet)
-        model_args = ["--eval-only"]
+        base = run_train(flags + ["--eval-only"], opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
+                         osp.join(out, "base"), quiet)
+        model_flags = ["--eval-only"]
     else:
-        base = run_train(common + ["DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "train_base"), quiet)
+        base = run_train(flags, opts + ["DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "train_base"), quiet)
         epoch = _max_epoch(osp.join(out, "train_base"))
-        model_args = ["--eval-only", "--model-dir", osp.join(out, "train_base"), "--load-epoch", epoch]
-    new = run_train(common + model_args + ["DATASET.SUBSAMPLE_CLASSES", "new"], osp.join(out, "test_new"), quiet)
+        model_flags = ["--eval-only", "--model-dir", osp.join(out, "train_base"), "--load-epoch", epoch]
+    new = run_train(flags + model_flags, opts + ["DATASET.SUBSAMPLE_CLASSES", "new"], osp.join(out, "test_new"),
+                    quiet)
     return {"base": base["accuracy"], "new": new["accuracy"], "elapsed_s": base["elapsed_s"] + new["elapsed_s"]}
 
 
-def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True):
+def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True, opts=()):
     out = osp.join(output, "fewshot", dataset, trainer, f"{shots}shots", f"seed{seed}")
-    args = _common(trainer, dataset, seed, root) + ["DATASET.NUM_SHOTS", shots]
-    if trainer in ZERO_SHOT:
-        args.append("--eval-only")
-    res = run_train(args, out, quiet)
+    flags = _flags(trainer, seed, root) + (["--eval-only"] if trainer in ZERO_SHOT else [])
+    res = run_train(flags, ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts], out, quiet)
     return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"]}
 
 

@@ -23,7 +23,7 @@ from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, Scene,
 
 PER_CLASS = {"train": 32, "val": 8, "test": 50}
 IMAGE_SIZE = 64
-GENERATOR_VERSION = 1  # bump when the rendering of the datasets changes: cached copies are then regenerated
+GENERATOR_VERSION = 2  # bump when the rendering of the datasets changes: cached copies are then regenerated
 
 FINE_SHAPES = ["circle", "hexagon", "pentagon", "square"]
 FINE_PATTERNS = ["striped", "dotted", "checkered"]
@@ -34,11 +34,20 @@ def _sketch_classes():
             for shape in SHAPES]
 
 
+# class order of TestbedHeldoutPairs: the base half holds the four colours that occur twice (telling those pairs
+# apart needs the shape); the new half holds eight pairs of distinct colours
+PAIR_ORDER = [("red", "star"), ("red", "diamond"), ("blue", "heart"), ("blue", "cross"), ("green", "triangle"),
+              ("green", "circle"), ("yellow", "square"), ("yellow", "star"),
+              ("purple", "circle"), ("orange", "hexagon"), ("pink", "cross"), ("brown", "diamond"),
+              ("cyan", "pentagon"), ("white", "arrow"), ("black", "crescent"), ("grey", "ring")]
+assert sorted(PAIR_ORDER) == sorted(HELD_OUT_PAIRS)
+
+
 def _pair_classes():
     return [(f"{colour} {shape}",
              lambda rng, c=colour, s=shape: random_scene(rng, styles=PRETRAIN_STYLES, exclude_pairs=(), shapes=[s],
                                                           colours=[c]))
-            for colour, shape in HELD_OUT_PAIRS]
+            for colour, shape in PAIR_ORDER]
 
 
 def _fine_classes():

@@ -1,0 +1,126 @@
+"""The CPU testbed: the generated world, the downstream datasets, the pretraining shortcuts, the shipped tiny CLIP
+and the embedded default of train.py."""
+import json
+import os.path as osp
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from vlpeft.testbed import CHECKPOINT
+from vlpeft.testbed import datasets as tb
+from vlpeft.testbed.world import (HELD_OUT_PAIRS, PRETRAIN_STYLES, Scene, caption, random_scene, render)
+
+
+def test_rendering_and_captions_are_deterministic():
+    scene = Scene("star", "red", "striped", "small", "on the left", "blue", "photo", noise=5, blur=0.5, clutter=2)
+    a, b = np.asarray(render(scene, 64, seed=3)), np.asarray(render(scene, 64, seed=3))
+    assert a.shape == (64, 64, 3) and np.array_equal(a, b)
+    assert not np.array_equal(a, np.asarray(render(scene, 64, seed=4)))
+    assert not np.array_equal(a, np.asarray(render(Scene("heart", "red"), 64, seed=3)))
+    assert caption(scene) == "a photo of a small red striped star on the left on a blue background."
+    assert caption(scene, random.Random(1)) == caption(scene, random.Random(1))
+
+
+def test_pretraining_distribution_excludes_held_out_pairs_and_styles():
+    rng = random.Random(0)
+    scenes = [random_scene(rng) for _ in range(3000)]
+    assert not {(s.colour, s.shape) for s in scenes} & set(HELD_OUT_PAIRS)
+    assert {s.style for s in scenes} == set(PRETRAIN_STYLES)
+    assert all(s.background != s.colour for s in scenes)
+
+
+@pytest.fixture(scope="module")
+def small_testbed(tmp_path_factory):
+    """The three datasets with few images per class (generation is deterministic, so the layout is the real one)."""
+    root = str(tmp_path_factory.mktemp("testbed"))
+    saved = dict(tb.PER_CLASS)
+    tb.PER_CLASS.update(train=16, val=4, test=6)
+    try:
+        for name in tb.SPECS:
+            tb.generate(name, root)
+    finally:
+        tb.PER_CLASS.clear()
+        tb.PER_CLASS.update(saved)
+    return root
+
+
+def test_generated_datasets_are_in_coop_format(small_testbed):
+    from vlpeft.config import get_cfg
+    from vlpeft.engine import build_dataset
+
+    n_classes = {"TestbedSketchShapes": 12, "TestbedHeldoutPairs": 16, "TestbedFinePatterns": 12}
+    for name, n in n_classes.items():
+        folder = osp.join(small_testbed, tb.SPECS[name][0])
+        split = json.load(open(osp.join(folder, f"split_zhou_{name}.json")))
+        assert [len(split[k]) for k in ("train", "val", "test")] == [16 * n, 4 * n, 6 * n]
+        assert all(osp.isfile(osp.join(folder, "images", rel)) for rel, _, _ in split["test"])
+        for sub, expected in (("base", (n + 1) // 2), ("new", n - (n + 1) // 2)):
+            cfg = get_cfg()
+            cfg.merge_from_list(["DATASET.NAME", name, "DATASET.ROOT", small_testbed, "DATASET.NUM_SHOTS", 4,
+                                 "DATASET.SUBSAMPLE_CLASSES", sub, "SEED", 1])
+            ds = build_dataset(cfg)
+            assert ds.num_classes == expected and len(ds.train_x) == 4 * expected
+    pairs = build_dataset(cfg).classnames  # TestbedFinePatterns' new half
+    assert pairs == ["striped pentagon", "dotted pentagon", "checkered pentagon",
+                     "striped square", "dotted square", "checkered square"]
+
+
+def test_truncated_text_forward_is_exact():
+    from vlpeft.clip import tokenize
+    from vlpeft.testbed.pretrain import CompactEmbedding, build_model, encode_text_truncated, world_token_ids
+
+    model = build_model(seed=0).eval()
+    texts = [caption(random_scene(random.Random(i)), random.Random(i)) for i in range(8)]
+    tokens = tokenize(texts)
+    embedding = CompactEmbedding(model.token_embedding, world_token_ids())
+    with torch.no_grad():
+        embedding.weight.add_(torch.randn_like(embedding.weight))  # "trained" rows
+        fast = encode_text_truncated(model, embedding, tokens)
+        embedding.write_back(model.token_embedding)
+        full = model.encode_text(tokens, normalize=True)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_pretraining_learns_on_a_toy_budget():
+    from vlpeft.testbed.pretrain import pretrain
+
+    torch.manual_seed(0)
+    model = pretrain(steps=16, batch_size=32, pool_size=96, warmup=2, lr=1e-3, log_every=100,
+                     single_colour_fraction=0.0)
+    losses = model.pretrain_losses
+    assert len(losses) == 16 and np.mean(losses[-4:]) < np.mean(losses[:4])  # the toy pool gets memorised
+    assert model.logit_scale.exp().item() <= 100.0
+    assert not model.training
+
+
+needs_checkpoint = pytest.mark.skipif(not osp.isfile(CHECKPOINT), reason="testbed checkpoint not built")
+
+
+@needs_checkpoint
+def test_shipped_checkpoint_loads_and_transfers_zero_shot(small_testbed):
+    from vlpeft.clip import load_clip
+    from vlpeft.clip.pretrained import resolve_clip_weights
+
+    assert resolve_clip_weights("vlpeft-testbed") == __import__("pathlib").Path(CHECKPOINT)
+    assert osp.getsize(CHECKPOINT) <= 20 * 2**20
+    model = load_clip("vlpeft-testbed")
+    assert model.visual.conv1.weight.shape == (128, 3, 8, 8)
+    results = tb.zeroshot_report(model, root=small_testbed)
+    # held-out colour-shape pairs, new half: 8 classes, 6 test images each; chance 12.5%
+    assert results["TestbedHeldoutPairs"]["new"] >= 3 * results["TestbedHeldoutPairs"]["new_chance"]
+
+
+@needs_checkpoint
+def test_default_train_py_runs_base_to_new(small_testbed, tmp_path, capsys):
+    from vlpeft.demo import run_demo
+
+    rows = run_demo(root=small_testbed, output=str(tmp_path), opts=["OPTIM.MAX_EPOCH", 2])
+    assert [r[0] for r in rows] == ["ZeroshotCLIP", "CoOp"]
+    for _, base, new, h, _ in rows:
+        assert 0 <= float(base) <= 100 and 0 <= float(new) <= 100
+    out = capsys.readouterr().out
+    assert "trainer" in out and "base" in out and "H" in out
+    assert osp.isfile(osp.join(str(tmp_path), "b2n", "TestbedHeldoutPairs", "CoOp", "seed1", "test_new",
+                               "results.json"))
