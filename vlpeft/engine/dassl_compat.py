@@ -18,8 +18,6 @@ editing Dassl (``DASSL_CONTRACT.md`` §4, §6; ``docs/DASSL.md``):
 Each patch is applied once; the first only where torch needs it.
 """
 import inspect
-import os.path as osp
-import pickle
 
 import torch
 
@@ -42,26 +40,13 @@ def _patch_warmup_scheduler():
 
 
 def _patch_warmup_state_dict():
+    """Dassl's warm-up schedulers save their state like vlpeft's (the successor's state_dict, not the object)."""
     from dassl.optim import lr_scheduler as dassl_sched
 
-    base = dassl_sched._BaseWarmupScheduler
-    LRScheduler = torch.optim.lr_scheduler.LRScheduler
+    from .optim import _BaseWarmupScheduler
 
-    def state_dict(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "successor")}
-        state["successor"] = self.successor.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        successor = state.pop("successor")
-        if isinstance(successor, LRScheduler):  # written by an unpatched Dassl: the pickled object itself
-            successor = successor.state_dict()
-        self.__dict__.update(state)
-        self.successor.load_state_dict(successor)
-
-    base.state_dict = state_dict
-    base.load_state_dict = load_state_dict
+    dassl_sched._BaseWarmupScheduler.state_dict = _BaseWarmupScheduler.state_dict
+    dassl_sched._BaseWarmupScheduler.load_state_dict = _BaseWarmupScheduler.load_state_dict
 
 
 def _patch_load_checkpoint():
@@ -69,19 +54,8 @@ def _patch_load_checkpoint():
     import dassl.utils as dassl_utils
     import dassl.utils.torchtools as torchtools
 
-    def load_checkpoint(fpath):
-        if fpath is None:
-            raise ValueError("File path is None")
-        if not osp.exists(fpath):
-            raise FileNotFoundError(f'File is not found at "{fpath}"')
-        try:
-            return torch.load(fpath, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            print(f'Note: "{fpath}" holds pickled Python objects (a scheduler saved by an unpatched Dassl); '
-                  "loading it fully")
-            return torch.load(fpath, map_location="cpu", weights_only=False)
+    from .checkpoint import load_checkpoint  # weights_only first, full unpickling only for old Dassl files
 
-    load_checkpoint.__doc__ = torchtools.load_checkpoint.__doc__
     for module in (torchtools, dassl_utils, dassl_trainer):
         if hasattr(module, "load_checkpoint"):
             module.load_checkpoint = load_checkpoint
