@@ -13,13 +13,9 @@ def _restore_stdout():
     """train.py tees stdout into log.txt; undo that after every test that ran it in-process."""
     original = sys.stdout
     yield
-    from vlpeft.engine.utils import _Tee
+    from vlpeft.engine.utils import close_logger
 
-    while isinstance(sys.stdout, _Tee):
-        tee = sys.stdout
-        tee.flush()
-        tee.close()
-        sys.stdout = tee.console
+    close_logger()
     sys.stdout = original
 
 

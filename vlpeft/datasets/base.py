@@ -379,14 +379,19 @@ def relocate_items(items, dataset_dir, source, check="all"):
 # ----------------------------------------------------------------------------------------------------------------
 # few-shot cache
 # ----------------------------------------------------------------------------------------------------------------
-def default_cache_root():
-    """Where few-shot pickles go when the dataset folder is read-only and ``DATASET.FEWSHOT_CACHE_DIR`` is unset:
-    ``$VLPEFT_CACHE_DIR/fewshot``, else ``$XDG_CACHE_HOME/vlpeft/fewshot``, else ``~/.cache/vlpeft/fewshot``."""
+def vlpeft_cache_dir():
+    """vlpeft's cache folder: ``$VLPEFT_CACHE_DIR``, else ``$XDG_CACHE_HOME/vlpeft``, else ``~/.cache/vlpeft``."""
     env = os.environ.get("VLPEFT_CACHE_DIR")
     if env:
-        return osp.join(osp.abspath(osp.expanduser(env)), "fewshot")
+        return osp.abspath(osp.expanduser(env))
     xdg = os.environ.get("XDG_CACHE_HOME") or osp.join(osp.expanduser("~"), ".cache")
-    return osp.join(osp.abspath(xdg), "vlpeft", "fewshot")
+    return osp.join(osp.abspath(xdg), "vlpeft")
+
+
+def default_cache_root():
+    """Where few-shot pickles go when the dataset folder is read-only and ``DATASET.FEWSHOT_CACHE_DIR`` is unset:
+    ``<vlpeft_cache_dir()>/fewshot``."""
+    return osp.join(vlpeft_cache_dir(), "fewshot")
 
 
 def is_writable(path):

@@ -118,15 +118,21 @@ def setup_logger(output=None):
     else:
         fpath = osp.join(output, "log.txt")
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    if isinstance(sys.stdout, _Tee):  # a second run in the same process: finish the previous log first
-        sys.stdout.flush()
-        sys.stdout.close()
-        sys.stdout = sys.stdout.console
+    close_logger()  # a second run in the same process: finish the previous log first
     existed = osp.exists(fpath) and osp.getsize(fpath) > 0
     sys.stdout = _Tee(fpath, "a")
     if existed:
         print(f"\n{'=' * 30} new run appended at {time.strftime('%Y-%m-%d %H:%M:%S')} {'=' * 30}")
     return fpath
+
+
+def close_logger():
+    """Undo :func:`setup_logger`: flush and close every log tee and give stdout back to what it wrapped."""
+    while isinstance(sys.stdout, _Tee):
+        tee = sys.stdout
+        tee.flush()
+        tee.close()
+        sys.stdout = tee.console
 
 
 def collect_env_info():

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 from tabulate import tabulate
 
-from vlpeft.engine.utils import atomic_write_text
+from vlpeft.engine.utils import atomic_write_text, close_logger
 from vlpeft.testbed.datasets import SPECS
 
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -64,12 +64,7 @@ def _quiet(enabled):
     try:
         yield
     finally:
-        from vlpeft.engine.utils import _Tee
-
-        while isinstance(sys.stdout, _Tee):
-            sys.stdout.flush()
-            sys.stdout.close()
-            sys.stdout = sys.stdout.console
+        close_logger()
         sys.stdout = original
 
 

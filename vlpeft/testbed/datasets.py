@@ -7,8 +7,8 @@ generated deterministically on first use and registered like the real benchmarks
 * ``TestbedFinePatterns`` - 12 classes = pattern x similar shape ("striped hexagon"): fine-grained.
 
 Each class has 32 train, 8 val and 50 test images (64x64), so 16-shot base-to-new runs have 6 / 8 / 6 new classes.
-``DATASET.ROOT`` empty (or the folder absent) -> generated under ``$VLPEFT_CACHE/testbed`` (default
-``~/.cache/vlpeft/testbed``).
+``DATASET.ROOT`` empty -> generated under ``<vlpeft cache>/testbed`` (``$VLPEFT_CACHE_DIR``, default
+``~/.cache/vlpeft``; see :func:`vlpeft.datasets.base.vlpeft_cache_dir`).
 """
 import json
 import os
@@ -17,7 +17,7 @@ import random
 import shutil
 import tempfile
 
-from vlpeft.datasets.base import CoOpDataset, read_split
+from vlpeft.datasets.base import CoOpDataset, read_split, vlpeft_cache_dir
 from vlpeft.engine import register_dataset
 from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, Scene, random_scene, render
 
@@ -66,7 +66,7 @@ TEMPLATES = {name: spec[2] for name, spec in SPECS.items()}
 
 
 def default_root():
-    return osp.join(osp.abspath(osp.expanduser(os.environ.get("VLPEFT_CACHE", "~/.cache/vlpeft"))), "testbed")
+    return osp.join(vlpeft_cache_dir(), "testbed")
 
 
 def generate(name, root):
@@ -111,9 +111,7 @@ class TestbedDataset(CoOpDataset):
         name = type(self).__name__
         root = cfg.DATASET.ROOT or default_root()
         folder = generate(name, osp.abspath(osp.expanduser(root)))
-        type(self).dataset_dir = osp.basename(folder)
-        cfg_root = cfg.DATASET.ROOT
-        if not cfg_root:  # CoOpDataset.setup reads DATASET.ROOT; point it at the cache without mutating cfg
+        if not cfg.DATASET.ROOT:  # CoOpDataset.setup reads DATASET.ROOT; point it at the cache without mutating cfg
             cfg = cfg.clone()
             cfg.defrost()
             cfg.DATASET.ROOT = osp.dirname(folder)
