@@ -186,6 +186,11 @@ TRAINERS = {
     "CoOp": ("prompt_learner", ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32"]),
     "CoCoOp": ("prompt_learner", ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.PREC", "fp32",
                                   "TRAINER.COCOOP.CTX_INIT", "a photo of a"]),
+    "IVLP": ("prompt_learner", ["TRAINER.IVLP.N_CTX_TEXT", 4, "TRAINER.IVLP.N_CTX_VISION", 4, "TRAINER.IVLP.PREC",
+                                "fp32", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2]),
+    "MaPLe": ("prompt_learner", ["TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", 2]),
+    "PromptSRC": ("prompt_learner", ["TRAINER.PROMPTSRC.PREC", "fp32", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2,
+                                     "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2]),
 }
 
 

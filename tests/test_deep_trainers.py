@@ -1,0 +1,220 @@
+"""The deep baselines on the surgery layer: parameter counts with ViT-B/16 shapes and logits equal to the float64
+reference (tests/reference_clip.py) given the same prompt tensors."""
+import pytest
+import torch
+
+import reference_clip as ref
+from vlpeft.clip import load_clip, load_state_dict_any, tokenize
+from vlpeft.clip.testing import build_random_clip
+from vlpeft.config import get_cfg
+
+CLASSNAMES = ["Annual_Crop Land", "Forest", "sea or lake"]
+
+
+def cfg_with(**kv):
+    cfg = get_cfg()
+    for key, value in kv.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def vit_b16():
+    return build_random_clip("ViT-B/16", seed=0)
+
+
+@pytest.fixture()
+def tiny(tiny_clip_path):
+    """A fresh tiny CLIP per test (the surgery layer attaches hooks to it) and its float64 state dict."""
+    return load_clip("tiny", tiny_clip_path), {k: v.double() if v.is_floating_point() else v
+                                               for k, v in load_state_dict_any(tiny_clip_path).items()}
+
+
+def n_trainable(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def ivlp_learner(clip_model, n_text, n_vision, depth_text, depth_vision, ctx_init="a photo of a"):
+    from vlpeft.trainers.ivlp import VLPromptLearner
+
+    return VLPromptLearner(clip_model, CLASSNAMES, n_text, n_vision, depth_text, depth_vision, ctx_init)
+
+
+@pytest.mark.parametrize("n_ctx, depth, expected", [(4, 9, 46_080), (2, 12, 30_720)])
+def test_ivlp_parameter_counts_vit_b16(vit_b16, n_ctx, depth, expected):
+    learner = ivlp_learner(vit_b16, n_ctx, n_ctx, depth, depth)
+    assert n_trainable(learner) == expected
+    # checkpoints hold the prompts only (class-dependent buffers are not persistent)
+    assert all(k == "ctx" or k == "vision_ctx" or k.startswith(("text_deep.", "vision_deep."))
+               for k in learner.state_dict())
+    assert len(learner.state_dict()) == 1 + 2 * (depth - 1) + 1
+
+
+def _normalise(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _reference_logits(sd, images, text_emb, tokens, vision_append, vision_edits, text_edits):
+    img = ref.encode_image(sd, images.double(), append=vision_append, edits=vision_edits)
+    txt = ref.encode_text_embeddings(sd, text_emb, tokens, edits=text_edits)
+    return sd["logit_scale"].exp() * _normalise(img) @ _normalise(txt).t()
+
+
+@pytest.mark.parametrize("n_text, n_vision, depth_text, depth_vision, ctx_init", [
+    (4, 4, 2, 2, "a photo of a"),
+    (2, 3, 2, 1, "a photo of a"),  # MaPLe's quirk: "of a" stays as fixed words; vision prompts at the input only
+    (5, 2, 1, 0, ""),  # random context with "X" placeholders, no vision prompts
+])
+def test_ivlp_logits_equal_reference(tiny, n_text, n_vision, depth_text, depth_vision, ctx_init):
+    from vlpeft.trainers.ivlp import PromptedCLIP
+
+    clip_model, sd = tiny
+    torch.manual_seed(0)
+    learner = ivlp_learner(clip_model, n_text, n_vision, depth_text, depth_vision, ctx_init)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.normal_(std=0.5)
+    model = PromptedCLIP(learner, clip_model).eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(images)
+
+    words = ctx_init if ctx_init else " ".join(["X"] * n_text)
+    tokens = tokenize([f"{words} {c.replace('_', ' ')}." for c in CLASSNAMES])
+    emb = sd["token_embedding.weight"][tokens].clone()
+    emb[:, 1:1 + n_text] = learner.ctx.detach().double()
+    text_edits = {"write": {l: (1, p.detach()) for l, p in enumerate(learner.text_deep, 1)}}
+    vision_edits = {"write": {l: (-n_vision, p.detach()) for l, p in enumerate(learner.vision_deep, 1)}}
+    append = learner.vision_ctx.detach() if learner.vision_ctx is not None else None
+    expected = _reference_logits(sd, images, emb, tokens, append, vision_edits, text_edits)
+    torch.testing.assert_close(logits.double(), expected, atol=1e-4, rtol=1e-5)
+    # the frozen model without prompts is still reachable (a zero-shot teacher)
+    with torch.no_grad(), model.surgery.disabled():
+        plain = model.image_features(images)
+    torch.testing.assert_close(plain.double(), _normalise(ref.encode_image(sd, images.double())), atol=1e-5,
+                               rtol=1e-5)
+
+
+def maple_learner(clip_model, n_ctx=2, depth=9, ctx_init="a photo of a"):
+    from vlpeft.trainers.maple import MultiModalPromptLearner
+
+    return MultiModalPromptLearner(clip_model, CLASSNAMES, n_ctx, depth, ctx_init)
+
+
+def test_maple_parameter_count_and_init_vit_b16(vit_b16):
+    learner = maple_learner(vit_b16)
+    assert n_trainable(learner) == 3_555_072
+    couplings = learner.compound_prompt_projections
+    assert len(couplings) == 8 and couplings[0].weight.shape == (768, 512)
+    # the official deep couplings are copies of one initialised layer; F_0 is initialised on its own
+    assert all(torch.equal(c.weight, couplings[0].weight) for c in couplings)
+    assert not torch.equal(learner.proj.weight, couplings[0].weight)
+
+
+@pytest.mark.parametrize("n_ctx, depth", [(2, 2), (3, 1)])
+def test_maple_logits_equal_reference(tiny, n_ctx, depth):
+    from vlpeft.trainers.ivlp import PromptedCLIP
+
+    clip_model, sd = tiny
+    torch.manual_seed(0)
+    learner = maple_learner(clip_model, n_ctx, depth)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.normal_(std=0.3)
+    model = PromptedCLIP(learner, clip_model).eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(images)
+        tokens = tokenize([f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
+        emb = sd["token_embedding.weight"][tokens].clone()
+        emb[:, 1:1 + n_ctx] = learner.ctx.double()
+        text_edits = {"write": {l: (1, p) for l, p in enumerate(learner.compound_prompts_text, 1)}}
+        vision_edits = {"write": {l: (-n_ctx, f(p)) for l, (f, p) in enumerate(
+            zip(learner.compound_prompt_projections, learner.compound_prompts_text), 1)}}
+        append = learner.ctx @ learner.proj.weight.t() + learner.proj.bias
+        expected = _reference_logits(sd, images, emb, tokens, append, vision_edits, text_edits)
+    torch.testing.assert_close(logits.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- PromptSRC
+
+def test_gpa_weights():
+    from vlpeft.trainers.promptsrc import gpa_weights
+
+    w = gpa_weights(20, 15, 1)
+    assert sum(w) == pytest.approx(1.0) and max(range(20), key=w.__getitem__) == 14  # epoch 15
+    assert w[13] == pytest.approx(w[15]) and w[0] < 1e-40
+    assert gpa_weights(3, 2, 1e6) == pytest.approx([1 / 3] * 3)
+
+
+def test_promptsrc_teacher_is_plain_clip_with_60_templates(tiny):
+    from vlpeft.trainers.promptsrc import ZeroShotTeacher
+    from vlpeft.trainers.ivlp import PromptedCLIP
+    from vlpeft.trainers.templates import IMAGENET_TEMPLATES
+
+    clip_model, sd = tiny
+    learner = ivlp_learner(clip_model, 4, 4, 2, 2)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.normal_(std=0.5)
+    model = PromptedCLIP(learner, clip_model).eval()
+    teacher = ZeroShotTeacher(model, CLASSNAMES)
+    assert len(IMAGENET_TEMPLATES) == 60 and len(set(IMAGENET_TEMPLATES)) == 60
+    names = [c.replace("_", " ") for c in CLASSNAMES]
+    mean = sum(ref.encode_text(sd, tokenize([t.format(n) for n in names])) for t in IMAGENET_TEMPLATES) / 60
+    torch.testing.assert_close(teacher.text_features().double(), _normalise(mean), atol=1e-5, rtol=1e-5)
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(teacher.image_features(images).double(),
+                               _normalise(ref.encode_image(sd, images.double())), atol=1e-5, rtol=1e-5)
+    # ... while the prompted model differs from it
+    assert (model.image_features(images) - teacher.image_features(images)).abs().max() > 1e-3
+
+
+def test_promptsrc_losses_match_their_definition():
+    from vlpeft.trainers.promptsrc import self_regulating_losses
+
+    g = torch.Generator().manual_seed(0)
+    logits, teacher_logits = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    txt, t_txt, img, t_img = (torch.randn(3 if i < 2 else 4, 8, generator=g) for i in range(4))
+    l_text, l_image, l_kl = self_regulating_losses(logits, txt, img, teacher_logits, t_txt, t_img, 25, 10)
+    assert l_text.item() == pytest.approx(25 * (txt - t_txt).abs().mean().item(), rel=1e-6)
+    assert l_image.item() == pytest.approx(10 * (img - t_img).abs().mean().item(), rel=1e-6)
+    p_zs, log_p = teacher_logits.softmax(1), logits.log_softmax(1)
+    kl = (p_zs * (p_zs.log() - log_p)).sum() / logits.numel()
+    assert l_kl.item() == pytest.approx(kl.item(), rel=1e-5) and l_kl.item() > 0
+
+
+def test_promptsrc_checkpoint_is_the_gaussian_aggregate(eurosat_root, tiny_clip_path, tmp_path, monkeypatch):
+    from conftest import tiny_opts
+    from vlpeft.cli import main
+    from vlpeft.trainers.promptsrc import PromptSRC, gpa_weights
+
+    states = []
+    original = PromptSRC.aggregate_prompts
+
+    def record(self):
+        states.append({k: v.detach().clone().double() for k, v in self._models["prompt_learner"].state_dict().items()})
+        original(self)
+
+    monkeypatch.setattr(PromptSRC, "aggregate_prompts", record)
+    out = tmp_path / "psrc"
+    main([str(a) for a in ["--root", eurosat_root, "--seed", 1, "--trainer", "PromptSRC", "--output-dir", out,
+                           "--dataset-config-file", "configs/datasets/eurosat.yaml",
+                           *tiny_opts(tiny_clip_path, **{"OPTIM.MAX_EPOCH": 3, "OPTIM.LR": 0.05}),
+                           "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base",
+                           "TRAINER.PROMPTSRC.PREC", "fp32", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2,
+                           "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2,
+                           "TRAINER.PROMPTSRC.GPA_STD", 1]])
+    assert len(states) == 3
+    w = gpa_weights(3, 2, 1)
+    saved = torch.load(out / "prompt_learner" / "model.pth.tar-3", weights_only=True)["state_dict"]
+    for key, value in saved.items():
+        expected = sum(wt * s[key] for wt, s in zip(w, states))
+        torch.testing.assert_close(value.double(), expected, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(value.double(), states[-1][key])  # the aggregate, not the last epoch
+    log = (out / "log.txt").read_text()
+    assert "Using GPA model for final inference..." in log and "loss_kl" in log

@@ -1,0 +1,438 @@
+"""One CLIP-surgery layer for every method: edits attached to an unmodified open_clip CLIP model.
+
+The four ways the methods change CLIP, all attached here and removable (:meth:`ClipSurgery.detach`):
+
+* **token edits** at the input of a residual block (forward pre-hooks): ``write`` overwrites positions with prompt
+  tokens (IVLP / MaPLe deep prompts), ``append`` concatenates tokens (the vision prompts of layer 0 enter after the
+  positional embedding, before ``ln_pre``), ``remove`` drops the last tokens after a block;
+* **K/V-only tokens** (DPL): extra tokens that enter the keys and values of one block's attention, never the sequence;
+* **low-rank weight deltas** ``dW = B A`` on q / k / v / out of the attention and on the MLP's ``c_fc`` / ``c_proj``
+  (LoRA-style, DPD-LoRA);
+* **input adapters**, linear maps ``z -> z T`` applied to the input of the attention (after ``ln_1``) or of the MLP
+  (after ``ln_2``) (DsRA's ``z + z M R M^T``).
+
+Weight deltas and input adapters are linear in the input of a weight, so :meth:`ClipSurgery.merge` folds them into
+the weights (``W <- (W + dW) T^T``) and the merged model runs at the cost of plain CLIP; :meth:`ClipSurgery.unmerge`
+restores the saved weights exactly. The surgery layer owns no parameters: every tensor it applies comes from a
+callable / module owned by the method's prompt learner, so checkpoints hold only the method's tensors.
+
+Block indices count from 0 (``layer 0`` = the first residual block); METHODS.md §0.2's "depth J counts layer 0".
+Only the attention of a block that carries q/k/v/out deltas or K/V tokens is replaced (by :class:`SurgicalAttention`,
+which keeps the original ``nn.MultiheadAttention`` as ``base_layer``); with nothing attached it calls it unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ClipSurgery", "SurgicalAttention", "LowRankDelta", "text_blocks", "vision_blocks"]
+
+TokensFn = Callable[[], torch.Tensor]
+
+
+def text_blocks(clip_model) -> List[nn.Module]:
+    return list(clip_model.transformer.resblocks)
+
+
+def vision_blocks(clip_model) -> List[nn.Module]:
+    return list(clip_model.visual.transformer.resblocks)
+
+
+def _batch_first(block) -> bool:
+    attn = block.attn.base_layer if isinstance(block.attn, SurgicalAttention) else block.attn
+    return getattr(attn, "batch_first", False)
+
+
+def _expand(tokens: torch.Tensor, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    """``tokens`` [M, D] or [N, M, D] -> the layout of ``x`` (NLD or LND), in ``x``'s dtype."""
+    n = x.shape[0] if batch_first else x.shape[1]
+    tokens = tokens.to(x.dtype)
+    if tokens.dim() == 2:
+        tokens = tokens.unsqueeze(0).expand(n, -1, -1)
+    return tokens if batch_first else tokens.transpose(0, 1)
+
+
+def _replace_tokens(x, tokens, start, batch_first):
+    """``x`` with the positions ``start .. start + M`` (``start`` may be negative) replaced by ``tokens``."""
+    seq = x.shape[1] if batch_first else x.shape[0]
+    m = tokens.shape[1] if batch_first else tokens.shape[0]
+    start = start + seq if start < 0 else start
+    if not 0 <= start <= seq - m:
+        raise ValueError(f"cannot write {m} tokens at position {start} of a {seq}-token sequence")
+    dim = 1 if batch_first else 0
+    before, after = x.narrow(dim, 0, start), x.narrow(dim, start + m, seq - start - m)
+    return torch.cat([before, tokens, after], dim=dim)
+
+
+class LowRankDelta(nn.Module):
+    """``dW = scale * B A`` with ``A`` [r, in] (Kaiming-uniform, as LoRA) and ``B`` [out, r] (zeros): starts at 0."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: Optional[float] = None):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(rank, in_features))
+        self.B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.A, a=5 ** 0.5)
+        self.scale = (alpha if alpha is not None else rank) / rank
+
+    def weight(self) -> torch.Tensor:
+        return self.scale * (self.B @ self.A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x dW^T`` computed through the rank-r bottleneck."""
+        return self.scale * F.linear(F.linear(x, self.A.to(x.dtype)), self.B.to(x.dtype))
+
+
+class SurgicalAttention(nn.Module):
+    """Drop-in for a block's ``nn.MultiheadAttention`` with q/k/v/out weight deltas and K/V-only tokens.
+
+    Deltas are callables ``x -> x dW^T`` with a ``weight()`` method (:class:`LowRankDelta`); K/V tokens are callables
+    returning [M, D] or [N, M, D]. The extra keys are visible to every query (an additive mask gets zero columns).
+    """
+
+    def __init__(self, base_layer: nn.MultiheadAttention):
+        super().__init__()
+        if not base_layer._qkv_same_embed_dim or base_layer.in_proj_weight is None:
+            raise ValueError("SurgicalAttention needs a packed in_proj (as in CLIP)")
+        self.base_layer = base_layer
+        self.batch_first = base_layer.batch_first
+        self.deltas: Dict[str, list] = {"q": [], "k": [], "v": [], "out": []}
+        self.kv_tokens: List[TokensFn] = []
+        self.merged = False
+        self.enabled = True
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and (bool(self.kv_tokens) or (not self.merged and any(self.deltas.values())))
+
+    def forward(self, query, key, value, need_weights=False, attn_mask=None, **kwargs):
+        if not self.active:
+            return self.base_layer(query, key, value, need_weights=need_weights, attn_mask=attn_mask, **kwargs)
+        if need_weights:
+            raise ValueError("SurgicalAttention does not return attention weights")
+        base = self.base_layer
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        d, h = base.embed_dim, base.num_heads
+        w_q, w_k, w_v = base.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = base.in_proj_bias.chunk(3) if base.in_proj_bias is not None else (None,) * 3
+        use_deltas = not self.merged
+        kv_extra = [_expand(fn(), key, True) for fn in self.kv_tokens]
+        if kv_extra:
+            key = torch.cat([key] + kv_extra, dim=1)
+            value = torch.cat([value] + kv_extra, dim=1)
+
+        def project(x, w, b, name):
+            y = F.linear(x, w, b)
+            if use_deltas:
+                for delta in self.deltas[name]:
+                    y = y + delta(x)
+            return y
+
+        q, k, v = project(query, w_q, b_q, "q"), project(key, w_k, b_k, "k"), project(value, w_v, b_v, "v")
+        n, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+        q, k, v = (t.reshape(n, t.shape[1], h, d // h).transpose(1, 2) for t in (q, k, v))
+        mask = None
+        if attn_mask is not None:
+            mask = attn_mask.to(q.dtype)
+            if mask.shape[-1] < lk:  # the K/V-only tokens are visible to every query
+                mask = F.pad(mask, (0, lk - mask.shape[-1]))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=base.dropout if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(n, lq, d)
+        out = project(out, base.out_proj.weight, base.out_proj.bias, "out")
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, None
+
+
+class _InputAdapterHook:
+    """Forward pre-hook applying ``adapters`` (callables z -> z T) to the input(s) of a Linear or an attention."""
+
+    def __init__(self, surgery):
+        self.surgery = surgery
+        self.adapters: List[Callable] = []
+        self.merged = False
+
+    def __call__(self, module, args, kwargs):
+        if self.merged or not self.adapters or not self.surgery.enabled:
+            return None
+
+        def adapt(z):
+            for adapter in self.adapters:
+                z = adapter(z)
+            return z
+
+        if isinstance(module, (nn.MultiheadAttention, SurgicalAttention)):
+            query = kwargs.get("query", args[0] if args else None)
+            key = kwargs.get("key", args[1] if len(args) > 1 else None)
+            value = kwargs.get("value", args[2] if len(args) > 2 else None)
+            adapted_q = adapt(query)
+            adapted_k = adapted_q if key is query else adapt(key)
+            adapted_v = adapted_q if value is query else (adapted_k if value is key else adapt(value))
+            return (adapted_q, adapted_k, adapted_v) + tuple(args[3:]), {
+                k: v for k, v in kwargs.items() if k not in ("query", "key", "value")}
+        return (adapt(args[0]),) + tuple(args[1:]), kwargs
+
+
+def adapter_matrix(adapters, dim, device, dtype=torch.float32) -> torch.Tensor:
+    """The matrix ``T`` with ``adapt(z) = z T`` for a chain of linear adapters (probed on the identity)."""
+    z = torch.eye(dim, device=device, dtype=dtype)
+    for adapter in adapters:
+        z = adapter(z)
+    return z
+
+
+class ClipSurgery:
+    """Edits attached to one open_clip CLIP model; see the module docstring.
+
+    ``tower`` is ``"text"`` or ``"vision"``; ``layer`` is a block index. Every ``add_*`` / token method returns
+    nothing; :meth:`detach` removes every edit and restores the original modules and weights.
+    """
+
+    def __init__(self, clip_model: nn.Module):
+        self.model = clip_model
+        self.blocks = {"text": text_blocks(clip_model), "vision": vision_blocks(clip_model)}
+        self._handles = []
+        self._adapter_hooks: Dict[int, tuple] = {}  # id(module) -> (module, hook)
+        self._linear_deltas: Dict[int, tuple] = {}  # id(linear) -> (linear, [deltas], hook handle)
+        self._attentions: List[tuple] = []  # (block, SurgicalAttention)
+        self._saved_weights: Dict[int, tuple] = {}  # id(param) -> (param, original data), while merged
+        self.merged = False
+        self.enabled = True
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Run the plain model inside this block (e.g. a frozen zero-shot teacher sharing the weights)."""
+        if self.merged:
+            raise RuntimeError("unmerge() before running the plain model: the weights hold the merged edits")
+        previous = self.enabled
+        self.enabled = False
+        for _, attention in self._attentions:
+            attention.enabled = False
+        try:
+            yield self.model
+        finally:
+            self.enabled = previous
+            for _, attention in self._attentions:
+                attention.enabled = previous
+
+    # ---------------------------------------------------------------- token edits
+    def _block(self, tower, layer):
+        try:
+            return self.blocks[tower][layer]
+        except KeyError:
+            raise ValueError(f'tower must be "text" or "vision", got {tower!r}') from None
+        except IndexError:
+            raise ValueError(f"{tower} tower has {len(self.blocks[tower])} blocks; no block {layer}") from None
+
+    def write(self, tower: str, layer: int, start: int, tokens: TokensFn):
+        """At the input of block ``layer``, overwrite positions ``start ..`` with ``tokens()`` ([M, D] / [N, M, D])."""
+        block = self._block(tower, layer)
+        batch_first = _batch_first(block)
+
+        def hook(module, args, kwargs):
+            if not self.enabled:
+                return None
+            x = args[0] if args else kwargs.pop("q_x")
+            x = _replace_tokens(x, _expand(tokens(), x, batch_first), start, batch_first)
+            return (x,) + tuple(args[1:]), kwargs
+
+        self._handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
+
+    def append(self, tower: str, tokens: TokensFn, layer: Optional[int] = None):
+        """Append ``tokens()`` to the sequence: before ``ln_pre`` (vision, ``layer=None``: after the positional
+        embedding, as VPT / IVLP / MaPLe) or at the input of block ``layer``. The text tower's causal mask has a
+        fixed length, so text tokens can only be written, not appended."""
+        if tower == "text":
+            raise ValueError("the text tower's causal mask fixes the sequence length: use write(), not append()")
+        if layer is None:
+            module, batch_first = self.model.visual.ln_pre, True  # open_clip's VisionTransformer works in NLD here
+        else:
+            module = self._block(tower, layer)
+            batch_first = _batch_first(module)
+
+        def hook(mod, args, kwargs):
+            if not self.enabled:
+                return None
+            x = args[0] if args else kwargs.pop("q_x" if layer is not None else "input")
+            x = torch.cat([x, _expand(tokens(), x, batch_first)], dim=1 if batch_first else 0)
+            return (x,) + tuple(args[1:]), kwargs
+
+        self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+
+    def remove(self, tower: str, layer: int, count: int):
+        """Drop the last ``count`` tokens of the output of block ``layer``."""
+        block = self._block(tower, layer)
+        batch_first = _batch_first(block)
+
+        def hook(module, args, output):
+            if not self.enabled:
+                return None
+            return output[:, :-count] if batch_first else output[:-count]
+
+        self._handles.append(block.register_forward_hook(hook))
+
+    # ---------------------------------------------------------------- attention: K/V tokens, q/k/v/out deltas
+    def _attention(self, tower, layer) -> SurgicalAttention:
+        block = self._block(tower, layer)
+        if not isinstance(block.attn, SurgicalAttention):
+            if self.merged:
+                raise RuntimeError("unmerge() before attaching new weight edits")
+            surgical = SurgicalAttention(block.attn)
+            surgical.enabled = self.enabled
+            hook = self._adapter_hooks.pop(id(block.attn), None)
+            block.attn = surgical
+            self._attentions.append((block, surgical))
+            if hook is not None:  # move input adapters registered on the plain attention
+                self._handles.remove(hook[2])
+                hook[2].remove()
+                self._adapter_hook(surgical).adapters.extend(hook[1].adapters)
+        return block.attn
+
+    def add_kv_tokens(self, tower: str, layer: int, tokens: TokensFn):
+        """Tokens that enter only the keys and values of block ``layer``'s attention (DPL)."""
+        self._attention(tower, layer).kv_tokens.append(tokens)
+
+    def add_attention_delta(self, tower: str, layer: int, which: str, delta):
+        """A weight delta on ``which`` in q / k / v / out of block ``layer`` (``delta(x) = x dW^T``, ``delta.weight()``)."""
+        if which not in ("q", "k", "v", "out"):
+            raise ValueError(f"attention delta must be on q, k, v or out, got {which!r}")
+        self._attention(tower, layer).deltas[which].append(delta)
+
+    def add_mlp_delta(self, tower: str, layer: int, which: str, delta):
+        """A weight delta on the MLP's ``c_fc`` or ``c_proj`` of block ``layer`` (added through a forward hook)."""
+        if which not in ("c_fc", "c_proj"):
+            raise ValueError(f"MLP delta must be on c_fc or c_proj, got {which!r}")
+        if self.merged:
+            raise RuntimeError("unmerge() before attaching new weight edits")
+        linear = getattr(self._block(tower, layer).mlp, which)
+        if id(linear) not in self._linear_deltas:
+            deltas = []
+
+            def hook(module, args, output, deltas=deltas):
+                if self.merged or not self.enabled:
+                    return None
+                x = args[0]
+                for delta in deltas:
+                    output = output + delta(x)
+                return output
+
+            handle = linear.register_forward_hook(hook)
+            self._handles.append(handle)
+            self._linear_deltas[id(linear)] = (linear, deltas, handle)
+        self._linear_deltas[id(linear)][1].append(delta)
+
+    # ---------------------------------------------------------------- input adapters
+    def _adapter_hook(self, module) -> _InputAdapterHook:
+        if id(module) not in self._adapter_hooks:
+            hook = _InputAdapterHook(self)
+            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+            self._handles.append(handle)
+            self._adapter_hooks[id(module)] = (module, hook, handle)
+        return self._adapter_hooks[id(module)][1]
+
+    def add_input_adapter(self, tower: str, layer: int, position: str, adapter: Callable):
+        """A linear map ``z -> z T`` on the input of the attention (``position="attn"``, the output of ``ln_1``,
+        feeding q, k and v) or of the MLP (``"mlp"``, the output of ``ln_2``). ``adapter`` must be linear."""
+        if self.merged:
+            raise RuntimeError("unmerge() before attaching new weight edits")
+        block = self._block(tower, layer)
+        if position == "attn":
+            module = block.attn
+        elif position == "mlp":
+            module = block.mlp
+        else:
+            raise ValueError(f'adapter position must be "attn" or "mlp", got {position!r}')
+        self._adapter_hook(module).adapters.append(adapter)
+
+    # ---------------------------------------------------------------- merge / unmerge
+    def _save(self, param):
+        if id(param) not in self._saved_weights:
+            self._saved_weights[id(param)] = (param, param.data.clone())
+
+    @torch.no_grad()
+    def merge(self):
+        """Fold every weight delta and input adapter into the frozen weights (``W <- (W + dW) T^T``).
+
+        Token edits stay active. Call :meth:`unmerge` before training again."""
+        if self.merged:
+            return
+        for module, hook, _ in self._adapter_hooks.values():
+            if not hook.adapters:
+                continue
+            if isinstance(module, SurgicalAttention):
+                module = module.base_layer
+            weight = module.in_proj_weight if isinstance(module, nn.MultiheadAttention) else module.c_fc.weight
+            self._save(weight)
+            t = adapter_matrix(hook.adapters, weight.shape[1], weight.device)
+            weight.copy_((weight.float() @ t.t()).to(weight.dtype))  # W stays (out, in): y = z T W^T
+        for block, attention in self._attentions:
+            base = attention.base_layer
+            qkv = [torch.zeros(base.embed_dim, base.embed_dim, device=base.in_proj_weight.device)
+                   for _ in range(3)]
+            for i, name in enumerate("qkv"):
+                for delta in attention.deltas[name]:
+                    qkv[i] = qkv[i] + delta.weight().float()
+            t = self._input_matrix(attention, base.embed_dim, base.in_proj_weight.device)
+            if any(attention.deltas[n] for n in "qkv"):
+                self._save(base.in_proj_weight)
+                # the adapter (if any) was already folded into in_proj_weight: (W T^T) + dW T^T = (W + dW) T^T
+                base.in_proj_weight.add_((torch.cat(qkv) @ t.t()).to(base.in_proj_weight.dtype))
+            if attention.deltas["out"]:
+                self._save(base.out_proj.weight)
+                total = sum(delta.weight().float() for delta in attention.deltas["out"])
+                base.out_proj.weight.add_(total.to(base.out_proj.weight.dtype))
+            attention.merged = True
+        for linear, deltas, _ in self._linear_deltas.values():
+            if not deltas:
+                continue
+            self._save(linear.weight)
+            total = sum(delta.weight().float() for delta in deltas)
+            if linear is self._mlp_of(linear).c_fc:
+                t = self._input_matrix(self._mlp_of(linear), linear.weight.shape[1], linear.weight.device)
+                total = total @ t.t()
+            linear.weight.add_(total.to(linear.weight.dtype))
+        for _, hook, _ in self._adapter_hooks.values():
+            hook.merged = True
+        self.merged = True
+
+    def _mlp_of(self, linear):
+        for blocks in self.blocks.values():
+            for block in blocks:
+                if linear is block.mlp.c_fc or linear is block.mlp.c_proj:
+                    return block.mlp
+        raise KeyError("linear layer not in any block's MLP")
+
+    def _input_matrix(self, module, dim, device):
+        entry = self._adapter_hooks.get(id(module))
+        if entry is None or not entry[1].adapters:
+            return torch.eye(dim, device=device)
+        return adapter_matrix(entry[1].adapters, dim, device)
+
+    @torch.no_grad()
+    def unmerge(self):
+        """Restore the weights saved by :meth:`merge` (bit-exact) and re-enable the on-the-fly edits."""
+        for param, original in self._saved_weights.values():
+            param.copy_(original)
+        self._saved_weights.clear()
+        for _, hook, _ in self._adapter_hooks.values():
+            hook.merged = False
+        for _, attention in self._attentions:
+            attention.merged = False
+        self.merged = False
+
+    def detach(self):
+        """Remove every edit; the CLIP model is as it was before (modules and weights)."""
+        self.unmerge()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for block, attention in self._attentions:
+            block.attn = attention.base_layer
+        self._attentions.clear()
+        self._adapter_hooks.clear()
+        self._linear_deltas.clear()
