@@ -218,3 +218,16 @@ def test_promptsrc_checkpoint_is_the_gaussian_aggregate(eurosat_root, tiny_clip_
         assert not torch.allclose(value.double(), states[-1][key])  # the aggregate, not the last epoch
     log = (out / "log.txt").read_text()
     assert "Using GPA model for final inference..." in log and "loss_kl" in log
+
+
+CONFIG_FILES = sorted(str(p) for p in __import__("pathlib").Path(__file__).parents[1].glob("configs/trainers/*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: "/".join(p.split("/")[-2:]))
+def test_every_trainer_config_merges(path):
+    import vlpeft.trainers  # noqa: F401  (registers the trainers and their config nodes)
+    from vlpeft.engine import TRAINER_REGISTRY
+
+    cfg = get_cfg()
+    cfg.merge_from_file(path)  # unknown keys or wrong types raise
+    assert path.split("/")[-2] in TRAINER_REGISTRY.registered_names()

@@ -23,6 +23,32 @@ def test_rendering_and_captions_are_deterministic():
     assert caption(scene, random.Random(1)) == caption(scene, random.Random(1))
 
 
+def test_hard_negative_captions_change_one_attribute():
+    from vlpeft.testbed.world import COLOURS, PATTERNS, SHAPES, caption_with_negative
+
+    rng = random.Random(0)
+    fields = []
+    for _ in range(2000):
+        scene = random_scene(rng)
+        positive, negative = caption_with_negative(scene, rng)
+        a, b = positive.rstrip(".").split(), negative.rstrip(".").split()
+        assert positive != negative
+        changed = [(x, y) for x, y in zip(a, b) if x != y]
+        if len(a) == len(b) and len(changed) == 1:  # a swapped word
+            x, y = changed[0]
+            fields.append(next(f for f, names in (("shape", SHAPES), ("colour", COLOURS), ("pattern", PATTERNS))
+                               if x in names and y in names))
+        else:  # a pattern word added (plain object) or dropped (negative = plain)
+            assert abs(len(a) - len(b)) == 1 and set(a) ^ set(b) <= set(PATTERNS)
+            assert (scene.pattern == "plain") == (len(b) > len(a))
+            fields.append("pattern")
+        words = negative.split()
+        for colour, shape in HELD_OUT_PAIRS:  # the negative never names a held-out pair
+            if colour in words and shape.rstrip(".") in [w.rstrip(".") for w in words]:
+                assert words.index(colour) > words.index(next(w for w in words if w.rstrip(".") == shape))
+    assert 0.55 < fields.count("shape") / len(fields) < 0.65 and fields.count("colour") > 200
+
+
 def test_pretraining_distribution_excludes_held_out_pairs_and_styles():
     rng = random.Random(0)
     scenes = [random_scene(rng) for _ in range(3000)]
@@ -63,8 +89,8 @@ def test_generated_datasets_are_in_coop_format(small_testbed):
             ds = build_dataset(cfg)
             assert ds.num_classes == expected and len(ds.train_x) == 4 * expected
     pairs = build_dataset(cfg).classnames  # TestbedFinePatterns' new half
-    assert pairs == ["striped pentagon", "dotted pentagon", "checkered pentagon",
-                     "striped square", "dotted square", "checkered square"]
+    assert pairs == ["cyan striped square", "cyan dotted square", "cyan checkered square",
+                     "pink striped square", "pink dotted square", "pink checkered square"]
 
 
 def test_truncated_text_forward_is_exact():
@@ -87,8 +113,7 @@ def test_pretraining_learns_on_a_toy_budget():
     from vlpeft.testbed.pretrain import pretrain
 
     torch.manual_seed(0)
-    model = pretrain(steps=16, batch_size=32, pool_size=96, warmup=2, lr=1e-3, log_every=100,
-                     single_colour_fraction=0.0)
+    model = pretrain(steps=16, batch_size=32, pool_size=96, warmup=2, lr=1e-3, log_every=100)
     losses = model.pretrain_losses
     assert len(losses) == 16 and np.mean(losses[-4:]) < np.mean(losses[:4])  # the toy pool gets memorised
     assert model.logit_scale.exp().item() <= 100.0
@@ -106,10 +131,12 @@ def test_shipped_checkpoint_loads_and_transfers_zero_shot(small_testbed):
     assert resolve_clip_weights("vlpeft-testbed") == __import__("pathlib").Path(CHECKPOINT)
     assert osp.getsize(CHECKPOINT) <= 20 * 2**20
     model = load_clip("vlpeft-testbed")
-    assert model.visual.conv1.weight.shape == (128, 3, 8, 8)
+    assert model.visual.conv1.weight.shape == (128, 3, 16, 16)
     results = tb.zeroshot_report(model, root=small_testbed)
-    # held-out colour-shape pairs, new half: 8 classes, 6 test images each; chance 12.5%
-    assert results["TestbedHeldoutPairs"]["new"] >= 3 * results["TestbedHeldoutPairs"]["new_chance"]
+    # new halves of 6-8 classes, 6 test images each here: the pretrained model transfers (issue 3: >= 3x chance on
+    # the full test sets; this small sample asserts 2x)
+    for name, res in results.items():
+        assert res["new"] >= 2 * res["new_chance"], (name, res)
 
 
 @needs_checkpoint

@@ -4,7 +4,8 @@ generated deterministically on first use and registered like the real benchmarks
 * ``TestbedSketchShapes`` - 12 classes = shapes, rendered in the ``sketch`` style pretraining never saw (domain shift);
 * ``TestbedHeldoutPairs`` - 16 classes = colour-shape pairs held out of pretraining ("red star"): compositional
   generalisation;
-* ``TestbedFinePatterns`` - 12 classes = pattern x similar shape ("striped hexagon"): fine-grained.
+* ``TestbedFinePatterns`` - 12 classes = colour x pattern of one shape ("cyan dotted square"): fine-grained texture
+  (telling stripes, dots and checks apart inside each colour).
 
 Each class has 32 train, 8 val and 50 test images (64x64), so 16-shot base-to-new runs have 6 / 8 / 6 new classes.
 ``DATASET.ROOT`` empty -> generated under ``<vlpeft cache>/testbed`` (``$VLPEFT_CACHE_DIR``, default
@@ -23,9 +24,10 @@ from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, Scene,
 
 PER_CLASS = {"train": 32, "val": 8, "test": 50}
 IMAGE_SIZE = 64
-GENERATOR_VERSION = 2  # bump when the rendering of the datasets changes: cached copies are then regenerated
+GENERATOR_VERSION = 3  # bump when the rendering of the datasets changes: cached copies are then regenerated
 
-FINE_SHAPES = ["circle", "hexagon", "pentagon", "square"]
+FINE_SHAPE = "square"
+FINE_COLOURS = ["orange", "purple", "cyan", "pink"]  # base half: orange, purple; new half: cyan, pink
 FINE_PATTERNS = ["striped", "dotted", "checkered"]
 
 
@@ -51,10 +53,10 @@ def _pair_classes():
 
 
 def _fine_classes():
-    return [(f"{pattern} {shape}",
-             lambda rng, p=pattern, s=shape: random_scene(rng, styles=PRETRAIN_STYLES, exclude_pairs=HELD_OUT_PAIRS,
-                                                          shapes=[s], patterns=[p]))
-            for shape in FINE_SHAPES for pattern in FINE_PATTERNS]
+    return [(f"{colour} {pattern} {FINE_SHAPE}",
+             lambda rng, c=colour, p=pattern: random_scene(rng, styles=PRETRAIN_STYLES, exclude_pairs=HELD_OUT_PAIRS,
+                                                           shapes=[FINE_SHAPE], colours=[c], patterns=[p]))
+            for colour in FINE_COLOURS for pattern in FINE_PATTERNS]
 
 
 SPECS = {

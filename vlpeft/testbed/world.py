@@ -14,7 +14,7 @@ Split of the world used by the testbed (see :mod:`vlpeft.testbed.datasets`):
 """
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -42,6 +42,7 @@ HELD_OUT_PAIRS = [("red", "star"), ("blue", "heart"), ("green", "triangle"), ("y
                   ("cyan", "pentagon"), ("white", "arrow"), ("black", "crescent"), ("grey", "ring"),
                   ("red", "diamond"), ("blue", "cross"), ("green", "circle"), ("yellow", "star")]
 
+SKETCH_WASH = 0.8  # opacity of the pale pattern fill inside a sketch's coloured outline
 RENDER = 128  # internal canvas; images are downsampled to the requested size (anti-aliasing)
 _YY, _XX = np.mgrid[0:RENDER, 0:RENDER]
 
@@ -78,23 +79,51 @@ def random_scene(rng: random.Random, styles=PRETRAIN_STYLES, exclude_pairs=HELD_
     )
 
 
-def caption(scene: Scene, rng: random.Random = None) -> str:
-    """English description; with ``rng``, a random subset of the non-shape attributes is mentioned."""
+def _mentions(rng):
+    """Which optional attributes a caption names: all of them without ``rng``, else a random subset."""
     keep = (lambda p: rng.random() < p) if rng is not None else (lambda p: True)
-    words = []
-    if keep(0.6):
-        words.append(scene.size)
-    if keep(0.8):
+    return {"size": keep(0.6), "colour": keep(0.8), "pattern": keep(0.7), "position": keep(0.4),
+            "background": keep(0.5)}
+
+
+def _describe(scene: Scene, mentions) -> str:
+    words = [scene.size] if mentions["size"] else []
+    if mentions["colour"]:
         words.append(scene.colour)
-    if scene.pattern != "plain" and keep(0.7):
+    if scene.pattern != "plain" and mentions["pattern"]:
         words.append(scene.pattern)
     words.append(scene.shape)
     text = f"{STYLE_WORDS[scene.style]} a {' '.join(words)}"
-    if keep(0.4):
+    if mentions["position"]:
         text += f" {scene.position}"
-    if keep(0.5):
+    if mentions["background"]:
         text += f" on a {scene.background} background"
     return text + "."
+
+
+def caption(scene: Scene, rng: random.Random = None) -> str:
+    """English description; with ``rng``, a random subset of the non-shape attributes is mentioned."""
+    return _describe(scene, _mentions(rng))
+
+
+def caption_with_negative(scene: Scene, rng: random.Random, exclude_pairs=HELD_OUT_PAIRS, shape_prob=0.6):
+    """A caption and a hard negative: the same words with one attribute of the object changed (NegCLIP-style).
+
+    The shape is changed with probability ``shape_prob``, otherwise the pattern or (if named) the colour; the negative
+    never names a colour-shape pair of ``exclude_pairs``.
+    """
+    mentions = _mentions(rng)
+    excluded = set(exclude_pairs or ())
+    u = rng.random()
+    field = "shape" if u < shape_prob else ("colour" if mentions["colour"] and u < (1 + shape_prob) / 2 else "pattern")
+    mentions["pattern"] = mentions["pattern"] or field == "pattern"  # a changed pattern must be named
+    options = {"shape": SHAPES, "colour": list(COLOURS), "pattern": PATTERNS}[field]
+    while True:
+        value = rng.choice([o for o in options if o != getattr(scene, field)])
+        negative = replace(scene, **{field: value})
+        if not (mentions["colour"] and (negative.colour, negative.shape) in excluded):
+            break
+    return _describe(scene, mentions), _describe(negative, mentions)
 
 
 def _polygon(n, cx, cy, r, phase=-math.pi / 2):
@@ -203,7 +232,7 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Image.Image:
         edges = np.asarray(mask.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(5)), np.float32)
         e = np.clip(edges / 255 * 1.5, 0, 1)[..., None]
         fill = _pattern_layer(scene.pattern, colour, rng)
-        canvas = canvas * (1 - 0.25 * m) + fill * 0.25 * m  # light wash of the pattern
+        canvas = canvas * (1 - SKETCH_WASH * m) + fill * SKETCH_WASH * m  # a wash of the coloured pattern
         canvas = canvas * (1 - e) + np.array(colour, np.float32) * 0.8 * e
     else:
         fill = _pattern_layer(scene.pattern, colour, rng)
