@@ -231,3 +231,72 @@ def test_every_trainer_config_merges(path):
     cfg = get_cfg()
     cfg.merge_from_file(path)  # unknown keys or wrong types raise
     assert path.split("/")[-2] in TRAINER_REGISTRY.registered_names()
+
+
+# ---------------------------------------------------------------- KgCoOp and ProGrad
+
+def test_kgcoop_and_prograd_parameter_counts_vit_b16(vit_b16):
+    from vlpeft.trainers.coop import PromptLearner
+    from vlpeft.trainers.prograd import template_context
+
+    kgcoop = PromptLearner(cfg_with(**{"TRAINER.COOP.CTX_INIT": "a photo of a"}), CLASSNAMES, vit_b16)
+    assert n_trainable(kgcoop) == 2_048
+    init = template_context(vit_b16, "a type of pet, a photo of a {}.", 16)
+    prograd = PromptLearner(cfg_with(**{"TRAINER.COOP.N_CTX": 16}), CLASSNAMES, vit_b16, init)
+    assert n_trainable(prograd) == 8_192
+    # the template prefix fills the last 8 slots (8 words, as the official code counts, although the prefix has 9
+    # BPE tokens with the comma), zeros before it
+    ctx, prefix = init
+    assert prefix == " ".join(["X"] * 8) + " a type of pet, a photo of a"
+    assert torch.all(ctx[:8] == 0)
+    words = vit_b16.token_embedding(tokenize("a type of pet, a photo of a"))[0, 1:9]
+    torch.testing.assert_close(ctx[8:], words.float())
+
+
+def test_kgcoop_knowledge_guidance():
+    from vlpeft.trainers.kgcoop import knowledge_guidance
+
+    a = _normalise(torch.randn(5, 8))
+    assert knowledge_guidance(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert knowledge_guidance(a, -a).item() == pytest.approx(2.0, abs=1e-6)
+    b = _normalise(torch.randn(5, 8))
+    assert knowledge_guidance(a, b).item() == pytest.approx(1 - (a * b).sum(-1).mean().item(), abs=1e-6)
+
+
+class _ToyTrainer:
+    """The pieces of a trainer that ProGrad.prograd_update uses, around one parameter and plain SGD."""
+
+    def __init__(self):
+        self.p = torch.nn.Parameter(torch.zeros(3))
+        self.module = torch.nn.Module()
+        self.module.p = self.p
+        self.optim = torch.optim.SGD([self.p], lr=1.0)
+        self._models = {"prompt_learner": self.module}
+
+    def get_model_names(self, names=None):
+        return ["prompt_learner"]
+
+    def model_zero_grad(self, names=None):
+        self.optim.zero_grad()
+
+    def model_update(self, names=None):
+        self.optim.step()
+
+    def detect_anomaly(self, loss):
+        assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("kd_direction, conflicting", [([-1.0, 1.0, 0.0], True), ([1.0, 1.0, 0.0], False)])
+def test_prograd_projects_the_update_exactly_when_gradients_conflict(kd_direction, conflicting):
+    from vlpeft.trainers.prograd import ProGrad
+
+    g_ce, g_kd = torch.tensor([1.0, 0.0, 2.0]), torch.tensor(kd_direction)
+    toy = _ToyTrainer()
+    ProGrad.prograd_update(toy, (toy.p * g_ce).sum(), (toy.p * g_kd).sum(), 1.0)
+    update = -toy.p.detach()  # SGD with lr 1 from zero: the parameter is minus the applied gradient
+    g_hat = g_kd / g_kd.norm()
+    expected = g_ce - torch.dot(g_ce, g_hat) * g_hat if conflicting else g_ce
+    torch.testing.assert_close(update, expected)
+    assert (torch.dot(update, g_kd) >= -1e-6) if conflicting else torch.equal(update, g_ce)
+    if conflicting:  # the projected update no longer increases the distillation loss
+        assert not torch.equal(update, g_ce)

@@ -19,10 +19,25 @@ COMMON_KEYS = {
 
 def trainer_config(node, **defaults):
     """Declare the defaults of ``cfg.TRAINER.<node>``; called at import time by the trainer module owning it."""
-    if node in TRAINER_CONFIGS and TRAINER_CONFIGS[node] != defaults:
-        raise ValueError(f"TRAINER.{node} is declared twice with different defaults")
-    TRAINER_CONFIGS[node] = dict(defaults)
-    return TRAINER_CONFIGS[node]
+    return extend_trainer_config(node, **defaults)
+
+
+def extend_trainer_config(node, **extra):
+    """Add keys to a node another trainer declared (e.g. KgCoOp's ``TRAINER.COOP.W``, as in its official code)."""
+    defaults = TRAINER_CONFIGS.setdefault(node, {})
+    for key, value in extra.items():
+        if key in defaults and defaults[key] != value:
+            raise ValueError(f"TRAINER.{node}.{key} is declared twice with different defaults")
+        defaults[key] = value
+    return defaults
+
+
+def common_config(**dotted):
+    """Declare keys outside ``cfg.TRAINER`` that a trainer's official train.py adds (e.g. ProGrad's ``LOSS.*``)."""
+    for key, value in dotted.items():
+        if key in COMMON_KEYS and COMMON_KEYS[key] != value:
+            raise ValueError(f"{key} is declared twice with different defaults")
+        COMMON_KEYS[key] = value
 
 
 def _set_missing(cfg, dotted_key, value):

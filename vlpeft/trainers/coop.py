@@ -15,13 +15,17 @@ trainer_config("COOP", N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKE
 
 
 class PromptLearner(nn.Module):
-    """``ctx`` ([n_ctx, D], or [n_cls, n_ctx, D] with CSC) is the only trainable (and only persistent) tensor."""
+    """``ctx`` ([n_ctx, D], or [n_cls, n_ctx, D] with CSC) is the only trainable (and only persistent) tensor.
 
-    def __init__(self, cfg, classnames, clip_model):
+    ``init``: (context vectors, prompt prefix) chosen by a derived method (e.g. ProGrad's template init)."""
+
+    def __init__(self, cfg, classnames, clip_model, init=None):
         super().__init__()
         coop = cfg.TRAINER.COOP
         ctx_dim = clip_model.ln_final.weight.shape[0]
-        if coop.CTX_INIT:
+        if init is not None:
+            ctx_vectors, prompt_prefix = init
+        elif coop.CTX_INIT:
             if coop.CSC:
                 raise ValueError("TRAINER.COOP.CSC with CTX_INIT is not supported (CoOp initialises CSC randomly)")
             ctx_vectors, prompt_prefix = context_from_words(clip_model, coop.CTX_INIT)
@@ -52,9 +56,9 @@ class PromptLearner(nn.Module):
 class CustomCLIP(nn.Module):
     """logits = exp(logit_scale) * cos(image feature, text feature of each class prompt)."""
 
-    def __init__(self, cfg, classnames, clip_model):
+    def __init__(self, cfg, classnames, clip_model, init=None):
         super().__init__()
-        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
+        self.prompt_learner = PromptLearner(cfg, classnames, clip_model, init)
         self.image_encoder = ImageEncoder(clip_model)
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
