@@ -26,7 +26,22 @@ COOP_OPTS = ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32"]
 TRAINERS = {
     "CoOp": COOP_OPTS,
     "CoCoOp": ["TRAINER.COCOOP.N_CTX", 4, "TRAINER.COCOOP.PREC", "fp32", "TRAINER.COCOOP.CTX_INIT", "a photo of a"],
+    "IVLP": ["TRAINER.IVLP.PREC", "fp32", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION", 2],
+    "MaPLe": ["TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", 2],
+    "PromptSRC": ["TRAINER.PROMPTSRC.PREC", "fp32", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2,
+                  "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2],
+    "KgCoOp": ["TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32"],
+    "ProGrad": ["TRAINER.COOP.N_CTX", 6, "TRAINER.COOP.CTX_INIT", "template", "TRAINER.COOP.PREC", "fp32"],
 }
+IVLP_KEYS = ["ctx", "text_deep.0", "vision_ctx", "vision_deep.0"]
+CHECKPOINT_KEYS = {  # trainable tensors only (depth 2 here)
+    "CoCoOp": ["ctx", "meta_net.linear1.bias", "meta_net.linear1.weight", "meta_net.linear2.bias",
+               "meta_net.linear2.weight"],
+    "IVLP": IVLP_KEYS, "PromptSRC": IVLP_KEYS,
+    "MaPLe": ["compound_prompt_projections.0.bias", "compound_prompt_projections.0.weight", "compound_prompts_text.0",
+              "ctx", "proj.bias", "proj.weight"],
+}
+LR_LINE = re.compile(r"^epoch \[(\d+)/\d+\] batch \[(\d+)/\d+\] .* lr (\S+) eta", re.M)
 LOSS_LINE = re.compile(r"^epoch \[(\d+)/\d+\] batch \[(\d+)/\d+\] .*? loss ([\d.]+) \(([\d.]+)\).* lr (\S+) eta", re.M)
 
 
@@ -141,14 +156,12 @@ def test_train_checkpoint_and_eval_only_reload(trainer, eurosat_root, tiny_clip_
     assert sorted(os.listdir(osp.join(out, "prompt_learner"))) == ["checkpoint", "model.pth.tar-2"]
     ckpt = torch.load(osp.join(out, "prompt_learner", "model.pth.tar-2"), weights_only=True)
     assert ckpt["epoch"] == 2
-    assert sorted(ckpt["state_dict"]) == (["ctx"] if trainer == "CoOp" else
-                                          ["ctx", "meta_net.linear1.bias", "meta_net.linear1.weight",
-                                           "meta_net.linear2.bias", "meta_net.linear2.weight"])
+    assert sorted(ckpt["state_dict"]) == CHECKPOINT_KEYS.get(trainer, ["ctx"])
     assert isinstance(ckpt["scheduler"]["successor"], dict) and "optimizer" in ckpt
     assert "engine: dassl" in open(osp.join(out, "env.txt")).read()
     log = _log(out)
     assert "Finish training" in log and "Deploy the last-epoch model" in log and "Elapsed:" in log
-    lrs = {(int(e), int(b)): float(lr) for e, b, _, _, lr in LOSS_LINE.findall(log)}
+    lrs = {(int(e), int(b)): float(lr) for e, b, lr in LR_LINE.findall(log)}
     assert lrs[(1, 1)] == pytest.approx(1e-5) and lrs[(2, 1)] == pytest.approx(2e-3)  # warm-up, then cosine
     assert re.findall(r"\* accuracy: ([\d.]+)%", log)[-1] == f"{res['accuracy']:.1f}"
     assert res["subsample_classes"] == "base"

@@ -68,8 +68,11 @@ def build_bench_trainer(cfg, classnames, seed=0, clip_builder=build_random_clip)
     return Bench(cfg)
 
 
-def plain_clip_steps(clip_model, classnames, device):
-    """Plain-CLIP reference steps: (forward+backward, forward) closures taking an image batch."""
+def plain_clip_steps(clip_model, classnames, device, vision_grad=False):
+    """Plain-CLIP reference steps: (forward+backward, forward) closures taking an image batch.
+
+    ``vision_grad``: the backward also runs through the image tower (down to its input), as it must for a method
+    with vision-side trainable tensors (deep vision prompts, adapters); otherwise only through the text tower."""
     for p in clip_model.parameters():
         p.requires_grad_(False)
     image_encoder = ImageEncoder(clip_model)
@@ -83,8 +86,8 @@ def plain_clip_steps(clip_model, classnames, device):
 
     def train_step(images, labels):
         embeddings = base_embeddings.clone().requires_grad_(True)
-        with torch.no_grad():
-            img = image_encoder(images).float()
+        with torch.set_grad_enabled(vision_grad):
+            img = image_encoder(images.clone().requires_grad_(vision_grad)).float()
         img = img / img.norm(dim=-1, keepdim=True)
         txt = text_encoder(embeddings, tokens).float()
         txt = txt / txt.norm(dim=-1, keepdim=True)
@@ -127,7 +130,9 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
             trainer.model_inference(x_test)
 
     plain = cast_clip(clip_builder(cfg.MODEL.BACKBONE.NAME, seed=seed), trainer_dtype(trainer)).to(device)
-    plain_train, plain_eval = plain_clip_steps(plain, classnames, device)
+    surgery = getattr(trainer.model, "surgery", None)
+    vision_grad = surgery is not None and "vision" in surgery.edited_towers
+    plain_train, plain_eval = plain_clip_steps(plain, classnames, device, vision_grad)
 
     rows = []
     t_train = _timeit(trainer_train, device, iters, warmup)
@@ -140,7 +145,8 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
     rows.append(["plain CLIP", "-", f"{bs_train / p_train:,.1f}", f"{bs_test / p_eval:,.1f}", m_plain])
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
           f"backbone {cfg.MODEL.BACKBONE.NAME} (random weights), {n_classes} classes, PREC {trainer.prec}, "
-          f"train batch {bs_train}, test batch {bs_test}, {iters} timed iterations")
+          f"train batch {bs_train}, test batch {bs_test}, {iters} timed iterations; plain CLIP backward through "
+          f"{'both towers' if vision_grad else 'the text tower'}")
     print(tabulate(rows, headers=["model", "trainable", "train img/s", "eval img/s", "peak memory (train)"]))
     print(f"ratio (time per image, trainer / plain CLIP): train {t_train / p_train:.2f}x, eval {t_eval / p_eval:.2f}x")
     return {"train_ratio": t_train / p_train, "eval_ratio": t_eval / p_eval, "trainable": n_trainable,

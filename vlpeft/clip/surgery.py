@@ -203,6 +203,7 @@ class ClipSurgery:
         self._saved_weights: Dict[int, tuple] = {}  # id(param) -> (param, original data), while merged
         self.merged = False
         self.enabled = True
+        self.edited_towers = set()  # "text" / "vision": towers carrying at least one edit
 
     @contextlib.contextmanager
     def disabled(self):
@@ -223,7 +224,9 @@ class ClipSurgery:
     # ---------------------------------------------------------------- token edits
     def _block(self, tower, layer):
         try:
-            return self.blocks[tower][layer]
+            block = self.blocks[tower][layer]
+            self.edited_towers.add(tower)
+            return block
         except KeyError:
             raise ValueError(f'tower must be "text" or "vision", got {tower!r}') from None
         except IndexError:
@@ -250,6 +253,7 @@ class ClipSurgery:
         if tower == "text":
             raise ValueError("the text tower's causal mask fixes the sequence length: use write(), not append()")
         if layer is None:
+            self.edited_towers.add("vision")
             module, batch_first = self.model.visual.ln_pre, True  # open_clip's VisionTransformer works in NLD here
         else:
             module = self._block(tower, layer)
