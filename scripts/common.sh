@@ -20,5 +20,75 @@ run_job() {
         return 0
     fi
     echo "Run this job and save the output to ${dir}"
+    if [ -n "${DRY_RUN:-}" ]; then  # print the command instead of running it
+        echo "${PYTHON} train.py --root ${DATA} --output-dir ${dir} $*"
+        return 0
+    fi
     "${PYTHON}" train.py --root "${DATA}" --output-dir "${dir}" "$@"
+}
+
+# ---- protocol helpers (CoOp / CoCoOp / MaPLe / PromptSRC output-directory scheme); TRAINER and the config names are
+# arguments, extra train.py opts may follow. The epoch to load for evaluation is read from the config's MAX_EPOCH.
+max_epoch() {  # max_epoch CONFIG_FILE
+    "${PYTHON}" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['OPTIM']['MAX_EPOCH'])" "$1"
+}
+
+b2n_train() {  # b2n_train TRAINER CFG DATASET SEED [opts...]
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    shift 4
+    run_job "output/base2new/train_base/${dataset}/shots_16/${trainer}/${cfg}/seed${seed}" --seed "${seed}" \
+        --trainer "${trainer}" --dataset-config-file "configs/datasets/${dataset}.yaml" \
+        --config-file "configs/trainers/${trainer}/${cfg}.yaml" DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base "$@"
+}
+
+b2n_test() {  # b2n_test TRAINER CFG DATASET SEED [opts...]: evaluates the base-trained model on the new classes
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 sub=${SUB:-new}
+    shift 4
+    local config="configs/trainers/${trainer}/${cfg}.yaml"
+    run_job "output/base2new/test_${sub}/${dataset}/shots_16/${trainer}/${cfg}/seed${seed}" --seed "${seed}" \
+        --trainer "${trainer}" --dataset-config-file "configs/datasets/${dataset}.yaml" --config-file "${config}" \
+        --model-dir "output/base2new/train_base/${dataset}/shots_16/${trainer}/${cfg}/seed${seed}" \
+        --load-epoch "${LOADEP:-$(max_epoch "${config}")}" --eval-only \
+        DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES "${sub}" "$@"
+}
+
+fewshot_train() {  # fewshot_train TRAINER CFG DATASET SEED SHOTS [opts...]: all classes, evaluated on the test set
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 shots=$5
+    shift 5
+    run_job "output/${dataset}/${trainer}/${cfg}_${shots}shots/seed${seed}" --seed "${seed}" --trainer "${trainer}" \
+        --dataset-config-file "configs/datasets/${dataset}.yaml" --config-file "configs/trainers/${trainer}/${cfg}.yaml" \
+        DATASET.NUM_SHOTS "${shots}" "$@"
+}
+
+xd_test() {  # xd_test TRAINER CFG TARGET SEED [opts...]: the ImageNet 16-shot model on a cross-dataset / DG target
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    shift 4
+    local config="configs/trainers/${trainer}/${cfg}.yaml"
+    run_job "output/evaluation/${trainer}/${cfg}_16shots/${dataset}/seed${seed}" --seed "${seed}" \
+        --trainer "${trainer}" --dataset-config-file "configs/datasets/${dataset}.yaml" --config-file "${config}" \
+        --model-dir "output/imagenet/${trainer}/${cfg}_16shots/seed${seed}" \
+        --load-epoch "${LOADEP:-$(max_epoch "${config}")}" --eval-only "$@"
+}
+
+protocol_loops() {  # protocol_loops TRAINER B2N_CFG FEWSHOT_CFG XD_CFG PROTOCOL: one protocol over datasets and seeds
+    local trainer=$1 b2n_cfg=$2 fs_cfg=$3 xd_cfg=$4 protocol=$5
+    case "${protocol}" in
+        base2new)
+            for dataset in ${DATASETS:-${ALL_DATASETS}}; do for seed in ${SEEDS}; do
+                b2n_train "${trainer}" "${b2n_cfg}" "${dataset}" "${seed}"
+                b2n_test "${trainer}" "${b2n_cfg}" "${dataset}" "${seed}"
+            done; done ;;
+        fewshot)
+            for dataset in ${DATASETS:-${ALL_DATASETS}}; do for shots in ${SHOTS_LIST:-1 2 4 8 16}; do
+                for seed in ${SEEDS}; do fewshot_train "${trainer}" "${fs_cfg}" "${dataset}" "${seed}" "${shots}"; done
+            done; done ;;
+        xd|dg)
+            local targets=${XD_TARGETS}
+            [ "${protocol}" = dg ] && targets=${DG_TARGETS}
+            for seed in ${SEEDS}; do
+                fewshot_train "${trainer}" "${xd_cfg}" imagenet "${seed}" 16
+                for dataset in ${targets}; do xd_test "${trainer}" "${xd_cfg}" "${dataset}" "${seed}"; done
+            done ;;
+        *) echo "unknown protocol ${protocol}: use base2new, fewshot, xd or dg" >&2; return 2 ;;
+    esac
 }

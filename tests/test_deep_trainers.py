@@ -300,3 +300,41 @@ def test_prograd_projects_the_update_exactly_when_gradients_conflict(kd_directio
     assert (torch.dot(update, g_kd) >= -1e-6) if conflicting else torch.equal(update, g_ce)
     if conflicting:  # the projected update no longer increases the distillation loss
         assert not torch.equal(update, g_ce)
+
+
+def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).parents[1]
+    env = dict(__import__("os").environ, DRY_RUN="1", DATASETS="eurosat", SEEDS="1", DATA=str(tmp_path))
+
+    def run(script, protocol):
+        proc = subprocess.run(["bash", f"scripts/{script}/run.sh", protocol], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if " train.py " in line]
+
+    train, test = run("promptsrc", "base2new")
+    assert "output/base2new/train_base/eurosat/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed1" in train
+    assert "DATASET.SUBSAMPLE_CLASSES base" in train and "--load-epoch 20 --eval-only" in test
+    assert "output/base2new/test_new/eurosat/shots_16/PromptSRC/" in test and "DATASET.SUBSAMPLE_CLASSES new" in test
+    assert "--load-epoch 5 " in run("maple", "base2new")[1]
+    dg = run("maple", "dg")
+    assert len(dg) == 5 and "vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/seed1" in dg[0]
+    assert "--load-epoch 2 " in dg[1] and "configs/datasets/imagenet_sketch.yaml" in " ".join(dg)
+    shots = [line.split("DATASET.NUM_SHOTS ")[1] + " " + line.split("configs/trainers/ProGrad/")[1].split()[0]
+             for line in run("prograd", "fewshot")]
+    assert shots == ["1 vit_b16_ep50.yaml", "2 vit_b16_ep100.yaml", "4 vit_b16_ep100.yaml", "8 vit_b16_ep200.yaml",
+                     "16 vit_b16_ep200.yaml"]
+    # a finished job (results.json) is skipped, an unfinished one (directory without results.json) is not
+    finished = repo / "output/base2new/train_base/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    finished.mkdir(parents=True, exist_ok=True)
+    try:
+        (finished / "results.json").write_text("{}")
+        train_and_test = run("ivlp", "base2new")
+        assert len(train_and_test) == 1 and "test_new" in train_and_test[0]
+    finally:
+        import shutil
+
+        shutil.rmtree(repo / "output/base2new/train_base/eurosat/shots_16/IVLP")

@@ -1,0 +1,6 @@
+#!/bin/bash
+# KgCoOp over the 11 datasets and $SEEDS (default 1 2 3): bash scripts/kgcoop/run.sh base2new|fewshot|xd|dg
+# Configs: base-to-new vit_b16_ep100_ctxv1, few-shot vit_b16_ep100_ctxv1, cross-dataset / DG vit_b16_ep100_ctxv1 (override with B2N_CFG / FS_CFG / XD_CFG).
+# A job whose output directory holds results.json is skipped; DATA=/path/to/datasets.
+source "$(dirname "$0")/../common.sh"
+protocol_loops KgCoOp "${B2N_CFG:-vit_b16_ep100_ctxv1}" "${FS_CFG:-vit_b16_ep100_ctxv1}" "${XD_CFG:-vit_b16_ep100_ctxv1}" "${1:?protocol: base2new, fewshot, xd or dg}"
