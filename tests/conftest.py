@@ -52,3 +52,17 @@ def tiny_opts(clip_path, **overrides):
     }
     opts.update({k: str(v) for k, v in overrides.items()})
     return [x for kv in opts.items() for x in kv]
+
+
+def cfg_with(**kv):
+    """vlpeft's default config with dotted ``KEY=value`` overrides (values set as given, no parsing)."""
+    from vlpeft.config import get_cfg
+
+    cfg = get_cfg()
+    for key, value in kv.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg

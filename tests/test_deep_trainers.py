@@ -4,22 +4,12 @@ import pytest
 import torch
 
 import reference_clip as ref
+from conftest import cfg_with
 from vlpeft.clip import load_clip, load_state_dict_any, tokenize
 from vlpeft.clip.testing import build_random_clip
 from vlpeft.config import get_cfg
 
 CLASSNAMES = ["Annual_Crop Land", "Forest", "sea or lake"]
-
-
-def cfg_with(**kv):
-    cfg = get_cfg()
-    for key, value in kv.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +328,25 @@ def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_pa
         import shutil
 
         shutil.rmtree(repo / "output/base2new/train_base/eurosat/shots_16/IVLP")
+
+
+@pytest.mark.parametrize("kind", ["IVLP", "MaPLe"])
+def test_text_features_computed_once_per_class_set_at_evaluation(tiny, kind):
+    from vlpeft.trainers.ivlp import PromptedCLIP
+
+    clip_model, _ = tiny
+    learner = ivlp_learner(clip_model, 2, 2, 2, 2) if kind == "IVLP" else maple_learner(clip_model, 2, 2)
+    model = PromptedCLIP(learner, clip_model).eval()
+    calls = []
+    model.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = model(images)
+        second = model(images)
+    assert len(calls) == 1 and torch.equal(first, second)
+    with torch.no_grad():
+        learner.ctx.add_(0.1)  # an update (or a checkpoint load) invalidates the cache
+        model(images)
+    assert len(calls) == 2
+    model(images)  # with autograd on (training) the features are always recomputed
+    assert len(calls) == 3

@@ -10,22 +10,14 @@ import pytest
 import torch
 
 import reference_clip as ref
-from conftest import tiny_opts
+from conftest import cfg_with, tiny_opts
 from vlpeft.cli import main
 from vlpeft.clip import load_state_dict_any
 from vlpeft.clip.testing import build_random_clip
 from vlpeft.config import get_cfg
 
 
-def _cfg(**kv):
-    cfg = get_cfg()
-    for key, value in kv.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+_cfg = cfg_with
 
 
 @pytest.fixture(scope="module")
