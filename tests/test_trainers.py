@@ -183,6 +183,8 @@ TRAINERS = {
     "MaPLe": ("prompt_learner", ["TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", 2]),
     "PromptSRC": ("prompt_learner", ["TRAINER.PROMPTSRC.PREC", "fp32", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", 2,
                                      "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2]),
+    "DsRA": ("prompt_learner", ["TRAINER.DSRA.PREC", "fp32", "TRAINER.DSRA.PROMPT_DEPTH_TEXT", 2,
+                                "TRAINER.DSRA.PROMPT_DEPTH_VISION", 2, "TRAINER.DSRA.GPA_MEAN", 2, "TRAINER.DSRA.RANK", 4]),
     "KgCoOp": ("prompt_learner", ["TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32"]),
     "ProGrad": ("prompt_learner", ["TRAINER.COOP.N_CTX", 6, "TRAINER.COOP.CTX_INIT", "template", "TRAINER.COOP.PREC",
                                    "fp32"]),
