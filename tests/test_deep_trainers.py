@@ -48,6 +48,18 @@ def _normalise(x):
     return x / x.norm(dim=-1, keepdim=True)
 
 
+def _randomised_logits(learner, clip_model, std):
+    """(model, images, logits) of ``learner`` attached to ``clip_model`` with every tensor drawn N(0, std^2)."""
+    from vlpeft.trainers.ivlp import PromptedCLIP
+
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.normal_(std=std)
+        model = PromptedCLIP(learner, clip_model).eval()
+        images = torch.randn(3, 3, 32, 32)
+        return model, images, model(images)
+
+
 def _reference_logits(sd, images, text_emb, tokens, vision_append, vision_edits, text_edits):
     img = ref.encode_image(sd, images.double(), append=vision_append, edits=vision_edits)
     txt = ref.encode_text_embeddings(sd, text_emb, tokens, edits=text_edits)
@@ -65,13 +77,7 @@ def test_ivlp_logits_equal_reference(tiny, n_text, n_vision, depth_text, depth_v
     clip_model, sd = tiny
     torch.manual_seed(0)
     learner = ivlp_learner(clip_model, n_text, n_vision, depth_text, depth_vision, ctx_init)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.normal_(std=0.5)
-    model = PromptedCLIP(learner, clip_model).eval()
-    images = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        logits = model(images)
+    model, images, logits = _randomised_logits(learner, clip_model, std=0.5)
 
     words = ctx_init if ctx_init else " ".join(["X"] * n_text)
     tokens = tokenize([f"{words} {c.replace('_', ' ')}." for c in CLASSNAMES])
@@ -112,13 +118,8 @@ def test_maple_logits_equal_reference(tiny, n_ctx, depth):
     clip_model, sd = tiny
     torch.manual_seed(0)
     learner = maple_learner(clip_model, n_ctx, depth)
+    model, images, logits = _randomised_logits(learner, clip_model, std=0.3)
     with torch.no_grad():
-        for p in learner.parameters():
-            p.normal_(std=0.3)
-    model = PromptedCLIP(learner, clip_model).eval()
-    images = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        logits = model(images)
         tokens = tokenize([f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES])
         emb = sd["token_embedding.weight"][tokens].clone()
         emb[:, 1:1 + n_ctx] = learner.ctx.double()
