@@ -155,10 +155,9 @@ class _InputAdapterHook:
     def __init__(self, surgery):
         self.surgery = surgery
         self.adapters: List[Callable] = []
-        self.merged = False
 
     def __call__(self, module, args, kwargs):
-        if self.merged or not self.adapters or not self.surgery.enabled:
+        if self.surgery.merged or not self.adapters or not self.surgery.enabled:
             return None
 
         def adapt(z):
@@ -198,7 +197,7 @@ class ClipSurgery:
         self.blocks = {"text": text_blocks(clip_model), "vision": vision_blocks(clip_model)}
         self._handles = []
         self._adapter_hooks: Dict[int, tuple] = {}  # id(module) -> (module, hook)
-        self._linear_deltas: Dict[int, tuple] = {}  # id(linear) -> (linear, [deltas], hook handle)
+        self._linear_deltas: Dict[int, tuple] = {}  # id(linear) -> (linear, [deltas], hook handle, its MLP)
         self._attentions: List[tuple] = []  # (block, SurgicalAttention)
         self._saved_weights: Dict[int, tuple] = {}  # id(param) -> (param, original data), while merged
         self.merged = False
@@ -313,7 +312,8 @@ class ClipSurgery:
             raise ValueError(f"MLP delta must be on c_fc or c_proj, got {which!r}")
         if self.merged:
             raise RuntimeError("unmerge() before attaching new weight edits")
-        linear = getattr(self._block(tower, layer).mlp, which)
+        mlp = self._block(tower, layer).mlp
+        linear = getattr(mlp, which)
         if id(linear) not in self._linear_deltas:
             deltas = []
 
@@ -327,7 +327,7 @@ class ClipSurgery:
 
             handle = linear.register_forward_hook(hook)
             self._handles.append(handle)
-            self._linear_deltas[id(linear)] = (linear, deltas, handle)
+            self._linear_deltas[id(linear)] = (linear, deltas, handle, mlp)
         self._linear_deltas[id(linear)][1].append(delta)
 
     # ---------------------------------------------------------------- input adapters
@@ -391,25 +391,15 @@ class ClipSurgery:
                 total = sum(delta.weight().float() for delta in attention.deltas["out"])
                 base.out_proj.weight.add_(total.to(base.out_proj.weight.dtype))
             attention.merged = True
-        for linear, deltas, _ in self._linear_deltas.values():
+        for linear, deltas, _, mlp in self._linear_deltas.values():
             if not deltas:
                 continue
             self._save(linear.weight)
             total = sum(delta.weight().float() for delta in deltas)
-            if linear is self._mlp_of(linear).c_fc:
-                t = self._input_matrix(self._mlp_of(linear), linear.weight.shape[1], linear.weight.device)
-                total = total @ t.t()
+            if linear is mlp.c_fc:  # the MLP's input adapters act before c_fc
+                total = total @ self._input_matrix(mlp, linear.weight.shape[1], linear.weight.device).t()
             linear.weight.add_(total.to(linear.weight.dtype))
-        for _, hook, _ in self._adapter_hooks.values():
-            hook.merged = True
         self.merged = True
-
-    def _mlp_of(self, linear):
-        for blocks in self.blocks.values():
-            for block in blocks:
-                if linear is block.mlp.c_fc or linear is block.mlp.c_proj:
-                    return block.mlp
-        raise KeyError("linear layer not in any block's MLP")
 
     def _input_matrix(self, module, dim, device):
         entry = self._adapter_hooks.get(id(module))
@@ -423,8 +413,6 @@ class ClipSurgery:
         for param, original in self._saved_weights.values():
             param.copy_(original)
         self._saved_weights.clear()
-        for _, hook, _ in self._adapter_hooks.values():
-            hook.merged = False
         for _, attention in self._attentions:
             attention.merged = False
         self.merged = False

@@ -64,6 +64,38 @@ class TextFeatureCache:
         return self._value
 
 
+class PromptCLIP(nn.Module):
+    """A frozen CLIP classifying with a prompt learner's class prompts: logits = exp(logit_scale) * cos(image, text).
+
+    ``prompt_learner()`` returns the first-layer prompt embeddings and has ``tokenized_prompts``; the text features
+    are cached at inference (:class:`TextFeatureCache`)."""
+
+    def __init__(self, prompt_learner, clip_model):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = vclip.ImageEncoder(clip_model)
+        self.text_encoder = vclip.TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self._text_cache = TextFeatureCache()
+
+    def text_features(self):
+        def compute():
+            features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+            return features / features.norm(dim=-1, keepdim=True)
+
+        return self._text_cache.get(list(self.prompt_learner.parameters()), compute)
+
+    def image_features(self, image):
+        features = self.image_encoder(image)
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def logits(self, image_features, text_features):
+        return self.logit_scale.exp() * image_features @ text_features.t().to(image_features.dtype)
+
+    def forward(self, image):
+        return self.logits(self.image_features(image), self.text_features())
+
+
 class ClipTrainer(TrainerX):
     """Base of the vlpeft trainers. Subclasses set ``CONFIG_NODE`` (their ``cfg.TRAINER`` node) and implement
     ``build_model`` using :meth:`load_frozen_clip` and :meth:`register_learner`."""

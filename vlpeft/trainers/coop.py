@@ -4,11 +4,10 @@ initialised from words (``CTX_INIT``) or N(0, 0.02^2). Loss: cross-entropy (Eq. 
 import torch
 import torch.nn as nn
 
-from vlpeft.clip import ImageEncoder, TextEncoder
 from vlpeft.config import trainer_config
 from vlpeft.engine import register_trainer
 
-from .base import ClipTrainer, TextFeatureCache
+from .base import ClipTrainer, PromptCLIP
 from .text_prompts import ClassPromptEmbeddings, context_from_words, random_context
 
 trainer_config("COOP", N_CTX=16, CSC=False, CTX_INIT="", PREC="fp16", CLASS_TOKEN_POSITION="end")
@@ -53,30 +52,11 @@ class PromptLearner(nn.Module):
         return self.classes.assemble(ctx, self.class_token_position)
 
 
-class CustomCLIP(nn.Module):
+class CustomCLIP(PromptCLIP):
     """logits = exp(logit_scale) * cos(image feature, text feature of each class prompt)."""
 
     def __init__(self, cfg, classnames, clip_model, init=None):
-        super().__init__()
-        self.prompt_learner = PromptLearner(cfg, classnames, clip_model, init)
-        self.image_encoder = ImageEncoder(clip_model)
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self._text_cache = TextFeatureCache()
-
-    def text_features(self):
-        def compute():
-            prompts = self.prompt_learner()
-            features = self.text_encoder(prompts, self.prompt_learner.tokenized_prompts)
-            return features / features.norm(dim=-1, keepdim=True)
-
-        return self._text_cache.get(list(self.prompt_learner.parameters()), compute)
-
-    def forward(self, image):
-        image_features = self.image_encoder(image)
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        text_features = self.text_features()
-        return self.logit_scale.exp() * image_features @ text_features.t().to(image_features.dtype)
+        super().__init__(PromptLearner(cfg, classnames, clip_model, init), clip_model)
 
 
 @register_trainer

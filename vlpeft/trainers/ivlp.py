@@ -14,12 +14,12 @@ The prompts are attached to the frozen open_clip model through :class:`vlpeft.cl
 import torch
 import torch.nn as nn
 
-from vlpeft.clip import ImageEncoder, TextEncoder, tokenize
+from vlpeft.clip import tokenize
 from vlpeft.clip.surgery import ClipSurgery
 from vlpeft.config import trainer_config
 from vlpeft.engine import register_trainer
 
-from .base import ClipTrainer, TextFeatureCache
+from .base import ClipTrainer, PromptCLIP
 from .text_prompts import ClassPromptEmbeddings, random_context
 
 trainer_config("IVLP", N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16",
@@ -84,37 +84,15 @@ class VLPromptLearner(nn.Module):
         return self.classes.assemble(self.ctx.unsqueeze(0).expand(self.classes.n_cls, -1, -1))
 
 
-class PromptedCLIP(nn.Module):
-    """CLIP with a prompt learner attached through the surgery layer; logits = scale * cos(image, class text).
+class PromptedCLIP(PromptCLIP):
+    """:class:`PromptCLIP` with the learner's edits attached through the surgery layer.
 
     ``self.surgery`` runs the plain model inside ``with model.surgery.disabled():`` (a frozen teacher)."""
 
     def __init__(self, prompt_learner, clip_model):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.image_encoder = ImageEncoder(clip_model)
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+        super().__init__(prompt_learner, clip_model)
         self.surgery = ClipSurgery(clip_model)
         prompt_learner.attach(self.surgery)
-        self._text_cache = TextFeatureCache()
-
-    def text_features(self):
-        def compute():
-            features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
-            return features / features.norm(dim=-1, keepdim=True)
-
-        return self._text_cache.get(list(self.prompt_learner.parameters()), compute)
-
-    def image_features(self, image):
-        features = self.image_encoder(image)
-        return features / features.norm(dim=-1, keepdim=True)
-
-    def logits(self, image_features, text_features):
-        return self.logit_scale.exp() * image_features @ text_features.t().to(image_features.dtype)
-
-    def forward(self, image):
-        return self.logits(self.image_features(image), self.text_features())
 
 
 @register_trainer

@@ -67,9 +67,7 @@ class KgCoOp(CoOp):
         image, label = self.parse_batch_train(batch)
         with self.autocast():
             text_features = self.model.text_features()
-            image_features = self.model.image_encoder(image)
-            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-            logits = self.model.logit_scale.exp() * image_features @ text_features.t().to(image_features.dtype)
+            logits = self.model.logits(self.model.image_features(image), text_features)
             loss_ce = F.cross_entropy(logits, label)
             score = knowledge_guidance(text_features, self.teacher_text_features)
             loss = loss_ce + self.cfg.TRAINER.COOP.W * score

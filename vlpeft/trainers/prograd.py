@@ -100,19 +100,15 @@ class ProGrad(CoOp):
         self.register_learner("prompt_learner", self.model.prompt_learner, model=self.model)
         self.teacher_text_features = self.teacher_text_features.to(self.device)
 
-    def teacher_logits(self, image):
-        with torch.no_grad():
-            features = self.model.image_encoder(image).float()
-            features = features / features.norm(dim=-1, keepdim=True)
-            return self.model.logit_scale.exp() * features @ self.teacher_text_features.t()
-
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
         loss_cfg = self.cfg.LOSS
         with self.autocast():
-            logits = self.model(image)
+            image_features = self.model.image_features(image)  # the frozen encoder serves student and teacher
+            logits = self.model.logits(image_features, self.model.text_features())
             loss_ce = F.cross_entropy(logits, label)
-            loss_kd = distillation_loss(logits, self.teacher_logits(image), loss_cfg.T)
+            teacher_logits = self.model.logits(image_features.detach().float(), self.teacher_text_features)
+            loss_kd = distillation_loss(logits, teacher_logits, loss_cfg.T)
         if loss_cfg.NAME == "kd":
             self.backward_and_update((1 - loss_cfg.ALPHA) * loss_ce + loss_cfg.ALPHA * loss_kd)
         else:
