@@ -70,7 +70,12 @@ xd_test() {  # xd_test TRAINER CFG TARGET SEED [opts...]: the ImageNet 16-shot m
         --load-epoch "${LOADEP:-$(max_epoch "${config}")}" --eval-only "$@"
 }
 
+coop_epochs() {  # coop_epochs SHOTS DATASET: CoOp's few-shot epochs per shot count (50 / 100 / 200; ImageNet 50)
+    case "$1" in 1) echo 50 ;; 2|4) [ "$2" = imagenet ] && echo 50 || echo 100 ;; *) [ "$2" = imagenet ] && echo 50 || echo 200 ;; esac
+}
+
 protocol_loops() {  # protocol_loops TRAINER B2N_CFG FEWSHOT_CFG XD_CFG PROTOCOL: one protocol over datasets and seeds
+    # "{ep}" in FEWSHOT_CFG stands for CoOp's epochs of the shot count (coop_epochs), e.g. vit_b16_ep{ep}
     local trainer=$1 b2n_cfg=$2 fs_cfg=$3 xd_cfg=$4 protocol=$5
     case "${protocol}" in
         base2new)
@@ -80,7 +85,8 @@ protocol_loops() {  # protocol_loops TRAINER B2N_CFG FEWSHOT_CFG XD_CFG PROTOCOL
             done; done ;;
         fewshot)
             for dataset in ${DATASETS:-${ALL_DATASETS}}; do for shots in ${SHOTS_LIST:-1 2 4 8 16}; do
-                for seed in ${SEEDS}; do fewshot_train "${trainer}" "${fs_cfg}" "${dataset}" "${seed}" "${shots}"; done
+                local cfg=${fs_cfg//\{ep\}/$(coop_epochs "${shots}" "${dataset}")}
+                for seed in ${SEEDS}; do fewshot_train "${trainer}" "${cfg}" "${dataset}" "${seed}" "${shots}"; done
             done; done ;;
         xd|dg)
             local targets=${XD_TARGETS}

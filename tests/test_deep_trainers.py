@@ -300,9 +300,9 @@ def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_pa
     repo = Path(__file__).parents[1]
     env = dict(__import__("os").environ, DRY_RUN="1", DATASETS="eurosat", SEEDS="1", DATA=str(tmp_path))
 
-    def run(script, protocol):
-        proc = subprocess.run(["bash", f"scripts/{script}/run.sh", protocol], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=120)
+    def run(script, protocol, **extra_env):
+        proc = subprocess.run(["bash", f"scripts/{script}/run.sh", protocol], cwd=repo, env=dict(env, **extra_env),
+                              capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         return [line for line in proc.stdout.splitlines() if " train.py " in line]
 
@@ -318,6 +318,10 @@ def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_pa
              for line in run("prograd", "fewshot")]
     assert shots == ["1 vit_b16_ep50.yaml", "2 vit_b16_ep100.yaml", "4 vit_b16_ep100.yaml", "8 vit_b16_ep200.yaml",
                      "16 vit_b16_ep200.yaml"]
+    plug_in = [line.split("configs/trainers/DsRA/")[1].split()[0] for line in run("dsra", "fewshot", BASE="ProGrad")]
+    assert plug_in == [f"prograd_vit_b16_ep{ep}.yaml" for ep in (50, 100, 100, 200, 200)]
+    kgcoop_train, kgcoop_test = run("dsra", "base2new", BASE="KgCoOp")
+    assert "DsRA/kgcoop_vit_b16_ep100_ctxv1/seed1" in kgcoop_train and "--load-epoch 100 " in kgcoop_test
     # a finished job (results.json) is skipped, an unfinished one (directory without results.json) is not
     finished = repo / "output/base2new/train_base/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
     finished.mkdir(parents=True, exist_ok=True)

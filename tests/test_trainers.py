@@ -354,3 +354,21 @@ def test_benchmark_reports_numbers_against_plain_clip():
                   clip_builder=lambda name, seed: build_clip_from_state_dict(tiny_openai_state_dict(seed=seed)))
     assert numbers["trainable"] == 16 * 64  # CoOp's default 16 context vectors of the tiny text width
     assert all(math.isfinite(numbers[k]) and numbers[k] > 0 for k in ("train_ratio", "eval_ratio"))
+
+
+def test_benchmark_times_merged_evaluation_against_another_trainer():
+    from vlpeft.bench import run
+    from vlpeft.clip import build_clip_from_state_dict
+    from vlpeft.clip.testing import tiny_openai_state_dict
+
+    common = {"MODEL.BACKBONE.NAME": "tiny", "INPUT.SIZE": (32, 32), "DATALOADER.TRAIN_X.BATCH_SIZE": 2,
+              "DATALOADER.TEST.BATCH_SIZE": 2, "OPTIM.NAME": "sgd", "OPTIM.LR": 0.002}
+    deep = {"PREC": "fp32", "PROMPT_DEPTH_TEXT": 2, "PROMPT_DEPTH_VISION": 2}
+    dsra = _cfg(**common, **{"TRAINER.NAME": "DsRA", "TRAINER.DSRA.RANK": 4},
+                **{f"TRAINER.DSRA.{k}": v for k, v in deep.items()})
+    promptsrc = _cfg(**common, **{"TRAINER.NAME": "PromptSRC"}, **{f"TRAINER.PROMPTSRC.{k}": v for k, v in deep.items()})
+    numbers = run(dsra, n_classes=3, iters=1, warmup=1, against=promptsrc, rounds=2,
+                  clip_builder=lambda name, seed: build_clip_from_state_dict(tiny_openai_state_dict(seed=seed)))
+    assert numbers["merged"] and math.isfinite(numbers["eval_vs_against"]) and numbers["eval_vs_against"] > 0
+    # PromptSRC's prompts (text 4 + 4, vision 4 + 4 tokens of width 64) + rank-4 adapters: 4 M [64, 4], R [2, 4]
+    assert numbers["trainable"] == 16 * 64 + 4 * 64 * 4 + 2 * 4

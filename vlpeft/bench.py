@@ -7,6 +7,14 @@ loading excluded), evaluation images/s (``model_inference`` at the test batch si
 for plain CLIP: forward+backward = image features + the class-prompt text features with gradients flowing into the
 text token embeddings (the work a text-prompt learner cannot avoid), forward = image features against cached text
 features. Ratios are trainer / plain CLIP in time per image (lower is better; 1.00 = the cost of plain CLIP).
+Evaluation runs as in ``test()``: the trainer is switched to eval mode once, so methods with mergeable edits
+(adapters, low-rank deltas) are timed on merged weights.
+
+    python -m vlpeft.bench --trainer DsRA --config-file configs/trainers/DsRA/vit_b16_c2_ep20_batch4_4+4ctx.yaml \
+        --against PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
+
+also times the evaluation of a second trainer on the same random CLIP, alternating the two over ``--rounds``
+(best round each), and prints the time-per-image ratio of the two.
 """
 import argparse
 import resource
@@ -103,8 +111,9 @@ def plain_clip_steps(clip_model, classnames, device, vision_grad=False):
     return train_step, eval_step
 
 
-def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random_clip):
-    """Measure and print; ``clip_builder(name, seed=...)`` makes the random-weight CLIP (ViT-B/16 shapes by default)."""
+def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random_clip, against=None, rounds=3):
+    """Measure and print; ``clip_builder(name, seed=...)`` makes the random-weight CLIP (ViT-B/16 shapes by default);
+    ``against``: the config of a second trainer whose evaluation is timed against this one's."""
     torch.manual_seed(seed)
     classnames = [f"class {i}" for i in range(n_classes)]
     trainer = build_bench_trainer(cfg, classnames, seed=seed, clip_builder=clip_builder)
@@ -120,14 +129,12 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
                       if p.requires_grad)
 
     def trainer_train():
-        trainer.set_model_mode("train")
         trainer.batch_idx, trainer.num_batches = 0, 10**9  # never step the LR schedule here
         trainer.forward_backward(batch)
 
-    def trainer_eval():
-        trainer.set_model_mode("eval")
+    def evaluate(t):
         with torch.no_grad():
-            trainer.model_inference(x_test)
+            t.model_inference(x_test)
 
     plain = cast_clip(clip_builder(cfg.MODEL.BACKBONE.NAME, seed=seed), trainer_dtype(trainer)).to(device)
     surgery = getattr(trainer.model, "surgery", None)
@@ -135,10 +142,14 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
     plain_train, plain_eval = plain_clip_steps(plain, classnames, device, vision_grad)
 
     rows = []
+    trainer.set_model_mode("train")
     t_train = _timeit(trainer_train, device, iters, warmup)
-    t_eval = _timeit(trainer_eval, device, iters, warmup)
+    trainer.set_model_mode("eval")
+    merged = getattr(surgery, "merged", False)
+    t_eval = _timeit(lambda: evaluate(trainer), device, iters, warmup)
     p_train = _timeit(lambda: plain_train(x_train, y_train), device, iters, warmup)
     p_eval = _timeit(lambda: plain_eval(x_test), device, iters, warmup)
+    trainer.set_model_mode("train")
     m_train = _peak_memory(device, trainer_train)
     m_plain = _peak_memory(device, lambda: plain_train(x_train, y_train))
     rows.append([cfg.TRAINER.NAME, f"{n_trainable:,}", f"{bs_train / t_train:,.1f}", f"{bs_test / t_eval:,.1f}", m_train])
@@ -148,9 +159,24 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
           f"train batch {bs_train}, test batch {bs_test}, {iters} timed iterations; plain CLIP backward through "
           f"{'both towers' if vision_grad else 'the text tower'}")
     print(tabulate(rows, headers=["model", "trainable", "train img/s", "eval img/s", "peak memory (train)"]))
-    print(f"ratio (time per image, trainer / plain CLIP): train {t_train / p_train:.2f}x, eval {t_eval / p_eval:.2f}x")
-    return {"train_ratio": t_train / p_train, "eval_ratio": t_eval / p_eval, "trainable": n_trainable,
-            "train_img_s": bs_train / t_train, "eval_img_s": bs_test / t_eval}
+    print(f"ratio (time per image, trainer / plain CLIP): train {t_train / p_train:.2f}x, eval {t_eval / p_eval:.2f}x"
+          f"{' (evaluated on merged weights)' if merged else ''}")
+    result = {"train_ratio": t_train / p_train, "eval_ratio": t_eval / p_eval, "trainable": n_trainable,
+              "train_img_s": bs_train / t_train, "eval_img_s": bs_test / t_eval, "merged": merged}
+    if against is not None:
+        other = build_bench_trainer(against, classnames, seed=seed, clip_builder=clip_builder)
+        other.set_model_mode("eval")
+        trainer.set_model_mode("eval")
+        times = {id(trainer): [], id(other): []}
+        for _ in range(rounds):
+            for t in (trainer, other):
+                times[id(t)].append(_timeit(lambda: evaluate(t), device, iters, warmup))
+        mine, theirs = min(times[id(trainer)]), min(times[id(other)])
+        print(f"eval, best of {rounds} alternating rounds: {cfg.TRAINER.NAME} {bs_test / mine:,.1f} img/s, "
+              f"{against.TRAINER.NAME} {bs_test / theirs:,.1f} img/s; time per image {cfg.TRAINER.NAME} / "
+              f"{against.TRAINER.NAME} = {mine / theirs:.3f}")
+        result["eval_vs_against"] = mine / theirs
+    return result
 
 
 def trainer_dtype(trainer):
@@ -168,15 +194,23 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=100, help="number of classes (text prompts)")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--against", nargs=2, metavar=("TRAINER", "CONFIG_FILE"),
+                        help="also time this trainer's evaluation (same overrides) against the first one's")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --against")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
     args = parser.parse_args(argv)
-    cli_args = build_parser().parse_args(["--trainer", args.trainer, "--config-file", args.config_file, *args.opts])
-    cfg = setup_cfg(cli_args)
-    cfg.defrost()
-    if not cfg.MODEL.BACKBONE.NAME:
-        cfg.MODEL.BACKBONE.NAME = "ViT-B/16"
-    cfg.freeze()
-    return run(cfg, n_classes=args.classes, iters=args.iters, warmup=args.warmup)
+
+    def config(trainer, config_file):
+        cfg = setup_cfg(build_parser().parse_args(["--trainer", trainer, "--config-file", config_file, *args.opts]))
+        cfg.defrost()
+        if not cfg.MODEL.BACKBONE.NAME:
+            cfg.MODEL.BACKBONE.NAME = "ViT-B/16"
+        cfg.freeze()
+        return cfg
+
+    against = config(*args.against) if args.against else None
+    return run(config(args.trainer, args.config_file), n_classes=args.classes, iters=args.iters, warmup=args.warmup,
+               against=against, rounds=args.rounds)
 
 
 if __name__ == "__main__":

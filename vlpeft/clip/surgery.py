@@ -354,6 +354,13 @@ class ClipSurgery:
         self._adapter_hook(module).adapters.append(adapter)
 
     # ---------------------------------------------------------------- merge / unmerge
+    @property
+    def has_weight_edits(self) -> bool:
+        """Whether :meth:`merge` has anything to fold (input adapters or weight deltas)."""
+        return (any(hook.adapters for _, hook, _ in self._adapter_hooks.values())
+                or any(any(a.deltas.values()) for _, a in self._attentions)
+                or any(deltas for _, deltas, _, _ in self._linear_deltas.values()))
+
     def _save(self, param):
         if id(param) not in self._saved_weights:
             self._saved_weights[id(param)] = (param, param.data.clone())

@@ -7,6 +7,9 @@
 * checkpoints: the registered learners keep only trainable tensors persistent, and load strictly. Checkpoints of the
   official CoOp-family code load too (their class-dependent ``token_prefix`` / ``token_suffix`` buffers are dropped).
 * NaN/inf losses raise ``FloatingPointError`` through ``model_backward_and_update``.
+* inference on merged weights: in eval mode the model's weight edits (adapters, low-rank deltas; see
+  :class:`vlpeft.clip.surgery.ClipSurgery`) are folded into the frozen weights, re-folded from the current tensors
+  at every switch to eval mode, and restored exactly on the switch back to training.
 """
 import os.path as osp
 
@@ -15,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vlpeft import clip as vclip
+from vlpeft.clip.surgery import ClipSurgery
 from vlpeft.engine import TrainerX, build_lr_scheduler, build_optimizer, count_num_param, load_checkpoint
 
 PRECISIONS = ("fp16", "bf16", "fp32", "amp")
@@ -53,11 +57,12 @@ class TextFeatureCache:
         self._key = None
         self._value = None
 
-    def get(self, tensors, compute):
+    def get(self, tensors, compute, state=None):
+        """``compute()``, or its cached value if ``tensors`` (and the hashable ``state``) are unchanged."""
         if torch.is_grad_enabled():
             self._key = self._value = None
             return compute()
-        key = tuple((id(t), t._version) for t in tensors)
+        key = (state,) + tuple((id(t), t._version) for t in tensors)
         if key != self._key:
             self._value = compute()
             self._key = key
@@ -68,7 +73,8 @@ class PromptCLIP(nn.Module):
     """A frozen CLIP classifying with a prompt learner's class prompts: logits = exp(logit_scale) * cos(image, text).
 
     ``prompt_learner()`` returns the first-layer prompt embeddings and has ``tokenized_prompts``; the text features
-    are cached at inference (:class:`TextFeatureCache`)."""
+    are cached at inference (:class:`TextFeatureCache`). ``surgery`` is the :class:`ClipSurgery` of the frozen model
+    (empty unless a method attaches edits; ``with model.surgery.disabled():`` runs plain CLIP)."""
 
     def __init__(self, prompt_learner, clip_model):
         super().__init__()
@@ -76,6 +82,7 @@ class PromptCLIP(nn.Module):
         self.image_encoder = vclip.ImageEncoder(clip_model)
         self.text_encoder = vclip.TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
+        self.surgery = ClipSurgery(clip_model)
         self._text_cache = TextFeatureCache()
 
     def text_features(self):
@@ -83,7 +90,7 @@ class PromptCLIP(nn.Module):
             features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
             return features / features.norm(dim=-1, keepdim=True)
 
-        return self._text_cache.get(list(self.prompt_learner.parameters()), compute)
+        return self._text_cache.get(list(self.prompt_learner.parameters()), compute, state=self.surgery.merged)
 
     def image_features(self, image):
         features = self.image_encoder(image)
@@ -146,6 +153,17 @@ class ClipTrainer(TrainerX):
         n_trainable = sum(p.numel() for p in trainable)
         print(f"# params: {n_total:,} (trainable: {n_trainable:,}, {100.0 * n_trainable / max(n_total, 1):.4f}%)")
         return optim, sched
+
+    def set_model_mode(self, mode="train", names=None):
+        """Dassl's mode switch; eval mode also runs the model on merged weights (re-merged from the current
+        tensors: a step, a checkpoint load or prompt aggregation since the last merge is picked up)."""
+        super().set_model_mode(mode, names)
+        surgery = getattr(getattr(self, "model", None), "surgery", None)
+        if surgery is None or not surgery.has_weight_edits:
+            return
+        surgery.unmerge()
+        if mode != "train":
+            surgery.merge()
 
     def autocast(self):
         """Autocast context for PREC amp (a no-op otherwise)."""

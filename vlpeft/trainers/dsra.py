@@ -8,8 +8,11 @@ two positions (``SHARE_POSITIONS``; 174,680 trainable parameters with ViT-B/16 i
 prompts, as the paper's 0.17M), ``M`` has nn.Linear's default init (uniform, bound 1/sqrt(d)) and ``R = 0``, so
 training starts exactly at PromptSRC. The prompts pass through the adapters; PromptSRC's frozen teacher does not
 (the surgery layer is disabled for it). The adapters are linear, so ``merge()`` folds them into ``in_proj`` and
-``c_fc``. GPA aggregates the adapters with the prompts.
+``c_fc``; the trainer evaluates on the merged weights (:meth:`ClipTrainer.set_model_mode`). GPA aggregates the
+adapters with the prompts. Plug-in variants (Table 5): ``TRAINER.DSRA.BASE`` KgCoOp / ProGrad adds the same adapters
+to those methods (their prompts, losses, schedules; their zero-shot teachers stay plain CLIP).
 """
+import functools
 import math
 
 import torch
@@ -18,9 +21,12 @@ import torch.nn as nn
 from vlpeft.config import trainer_config
 from vlpeft.engine import register_trainer
 
+from .base import ClipTrainer
+from .kgcoop import KgCoOp
+from .prograd import ProGrad
 from .promptsrc import PromptSRC
 
-trainer_config("DSRA", N_CTX_VISION=4, N_CTX_TEXT=4, CTX_INIT="a photo of a", PREC="fp16",
+trainer_config("DSRA", BASE="PromptSRC", N_CTX_VISION=4, N_CTX_TEXT=4, CTX_INIT="a photo of a", PREC="fp16",
                PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9, TEXT_LOSS_WEIGHT=25, IMAGE_LOSS_WEIGHT=10,
                GPA_MEAN=15, GPA_STD=1, RANK=50, POSITIONS="both", SHARE_MODALITY=True, SHARE_POSITIONS=True)
 
@@ -76,7 +82,8 @@ class DualSharedAdapters(nn.Module):
 
 
 class DsRALearner(nn.Module):
-    """PromptSRC's prompts (``prompts``) + the dual-shared adapters (``adapters``), trained together."""
+    """The base method's prompt learner (``prompts``) + the dual-shared adapters (``adapters``), trained together
+    and checkpointed as one learner; it stands in for the prompt learner (``forward``, ``tokenized_prompts``)."""
 
     def __init__(self, prompts, adapters):
         super().__init__()
@@ -87,25 +94,54 @@ class DsRALearner(nn.Module):
     def tokenized_prompts(self):
         return self.prompts.tokenized_prompts
 
-    def attach(self, surgery):
-        self.prompts.attach(surgery)
-        self.adapters.attach(surgery)
-
     def forward(self):
         return self.prompts()
 
 
+def add_dual_shared_adapters(model, adapters):
+    """Attach ``adapters`` to a :class:`PromptCLIP`'s surgery and make ``model.prompt_learner`` the joint learner."""
+    adapters.attach(model.surgery)
+    model.prompt_learner = DsRALearner(model.prompt_learner, adapters)
+    return model.prompt_learner
+
+
+BASES = {"PromptSRC": PromptSRC, "KgCoOp": KgCoOp, "ProGrad": ProGrad}
+
+
+@functools.lru_cache(maxsize=None)
+def _on_base(trainer_cls, base_cls):
+    """``trainer_cls`` composed over ``base_cls``: the base's model, losses and schedule, the adapters added."""
+    node = "DSRA" if base_cls is PromptSRC else base_cls.CONFIG_NODE
+    return type(trainer_cls.__name__, (trainer_cls, base_cls),
+                {"CONFIG_NODE": node, "__module__": trainer_cls.__module__, "__qualname__": trainer_cls.__qualname__})
+
+
 @register_trainer
-class DsRA(PromptSRC):
-    """PromptSRC + dual-shared low-rank adapters; learner ``prompt_learner``."""
+class DsRA(ClipTrainer):
+    """Dual-shared adapters on the base method ``TRAINER.DSRA.BASE`` (PromptSRC by default; KgCoOp or ProGrad for
+    the paper's Table 5). An instance is of the class composed over that base (``DsRA`` first in its MRO), so the
+    base's model, losses and schedule run unchanged; the base's learner ``prompt_learner`` holds the adapters too.
+    With PromptSRC the prompt and loss keys come from ``TRAINER.DSRA``; with KgCoOp / ProGrad from the base's own
+    keys (``TRAINER.COOP``, ``LOSS``), and the adapter keys from ``TRAINER.DSRA``."""
 
     CONFIG_NODE = "DSRA"
 
-    def build_prompt_learner(self, clip_model, classnames):
-        c = self.trainer_cfg
-        prompts = super().build_prompt_learner(clip_model, classnames)
-        adapters = DualSharedAdapters(clip_model, c.RANK, c.POSITIONS, c.SHARE_MODALITY, c.SHARE_POSITIONS)
+    def __new__(cls, cfg, *args, **kwargs):
+        base = cfg.TRAINER.DSRA.BASE
+        if base not in BASES:
+            raise ValueError(f'TRAINER.DSRA.BASE must be one of {sorted(BASES)}, got "{base}"')
+        return super().__new__(cls if issubclass(cls, BASES[base]) else _on_base(cls, BASES[base]))
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.TRAINER.DSRA.POSITIONS not in POSITIONS:
+            raise ValueError(f'TRAINER.DSRA.POSITIONS must be one of {sorted(POSITIONS)}, '
+                             f'got "{cfg.TRAINER.DSRA.POSITIONS}"')
+
+    def register_learner(self, name, learner, model=None):
+        c = self.cfg.TRAINER.DSRA
+        adapters = DualSharedAdapters(model.surgery.model, c.RANK, c.POSITIONS, c.SHARE_MODALITY, c.SHARE_POSITIONS)
         n = sum(p.numel() for p in adapters.parameters())
-        print(f"DsRA adapters: rank {c.RANK}, positions {c.POSITIONS}, modal-shared R {c.SHARE_MODALITY}, "
-              f"position-shared R {c.SHARE_POSITIONS}: {n:,} parameters")
-        return DsRALearner(prompts, adapters)
+        print(f"DsRA on {c.BASE}: rank {c.RANK}, positions {c.POSITIONS}, modal-shared R {c.SHARE_MODALITY}, "
+              f"position-shared R {c.SHARE_POSITIONS}: {n:,} adapter parameters")
+        return super().register_learner(name, add_dual_shared_adapters(model, adapters), model)

@@ -85,13 +85,10 @@ class VLPromptLearner(nn.Module):
 
 
 class PromptedCLIP(PromptCLIP):
-    """:class:`PromptCLIP` with the learner's edits attached through the surgery layer.
-
-    ``self.surgery`` runs the plain model inside ``with model.surgery.disabled():`` (a frozen teacher)."""
+    """:class:`PromptCLIP` with the learner's edits attached through its surgery layer (``prompt_learner.attach``)."""
 
     def __init__(self, prompt_learner, clip_model):
         super().__init__(prompt_learner, clip_model)
-        self.surgery = ClipSurgery(clip_model)
         prompt_learner.attach(self.surgery)
 
 

@@ -107,7 +107,8 @@ class ProGrad(CoOp):
             image_features = self.model.image_features(image)  # the frozen encoder serves student and teacher
             logits = self.model.logits(image_features, self.model.text_features())
             loss_ce = F.cross_entropy(logits, label)
-            teacher_logits = self.model.logits(image_features.detach().float(), self.teacher_text_features)
+            teacher_logits = self.model.logits(self.zero_shot_image_features(image, image_features),
+                                               self.teacher_text_features)
             loss_kd = distillation_loss(logits, teacher_logits, loss_cfg.T)
         if loss_cfg.NAME == "kd":
             self.backward_and_update((1 - loss_cfg.ALPHA) * loss_ce + loss_cfg.ALPHA * loss_kd)
@@ -115,6 +116,15 @@ class ProGrad(CoOp):
             self.prograd_update(loss_ce, loss_kd, loss_cfg.LAMBDA)
         self.step_lr_at_epoch_end()
         return {"xe_loss": loss_ce.item(), "kl_loss": loss_kd.item(), "acc": compute_accuracy(logits, label)[0].item()}
+
+    def zero_shot_image_features(self, image, image_features):
+        """The frozen CLIP's image features: the student's own, unless edits in the vision tower (DsRA's plug-in
+        adapters) make them differ from plain CLIP's."""
+        surgery = self.model.surgery
+        if "vision" not in surgery.edited_towers:
+            return image_features.detach().float()
+        with torch.no_grad(), surgery.disabled():
+            return self.model.image_features(image).float()
 
     def prograd_update(self, loss_ce, loss_kd, lambda_):
         """Backward both losses, project the CE gradient per tensor (Eq. 6), step the optimizer."""
