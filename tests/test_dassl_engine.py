@@ -32,14 +32,24 @@ TRAINERS = {
                   "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2],
     "KgCoOp": ["TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32"],
     "ProGrad": ["TRAINER.COOP.N_CTX", 6, "TRAINER.COOP.CTX_INIT", "template", "TRAINER.COOP.PREC", "fp32"],
+    "DsRA": ["TRAINER.DSRA.PREC", "fp32", "TRAINER.DSRA.PROMPT_DEPTH_TEXT", 2, "TRAINER.DSRA.PROMPT_DEPTH_VISION", 2,
+             "TRAINER.DSRA.GPA_MEAN", 2, "TRAINER.DSRA.RANK", 4],
+    "DIP": ["TRAINER.DIP.PREC", "fp32", "TRAINER.DIP.PROMPT_DEPTH", 2],
+    "DIPMaPLe": ["TRAINER.DIPMAPLE.PREC", "fp32", "TRAINER.DIPMAPLE.PROMPT_DEPTH", 2, "TRAINER.DIPMAPLE.PROJ_RANK", 8],
 }
 IVLP_KEYS = ["ctx", "text_deep.0", "vision_ctx", "vision_deep.0"]
-CHECKPOINT_KEYS = {  # trainable tensors only (depth 2 here)
+CHECKPOINT_KEYS = {  # trainable tensors only, and DIP's frozen P_init (the paper stores it; depth 2 here)
     "CoCoOp": ["ctx", "meta_net.linear1.bias", "meta_net.linear1.weight", "meta_net.linear2.bias",
                "meta_net.linear2.weight"],
     "IVLP": IVLP_KEYS, "PromptSRC": IVLP_KEYS,
     "MaPLe": ["compound_prompt_projections.0.bias", "compound_prompt_projections.0.weight", "compound_prompts_text.0",
               "ctx", "proj.bias", "proj.weight"],
+    "DsRA": sorted([f"prompts.{k}" for k in IVLP_KEYS] + [f"adapters.M.{tower}_{position}" for tower in ("text", "vision")
+                                                          for position in ("attn", "mlp")] + ["adapters.R.shared_all"]),
+    "DIP": ["ctx.A", "ctx.B", "ctx.init", "deep.0.A", "deep.0.B", "deep.0.init"],
+    "DIPMaPLe": ["compound_prompt_projections.0.0.weight", "compound_prompt_projections.0.1.weight",
+                 "compound_prompts_text.0.A", "compound_prompts_text.0.B", "compound_prompts_text.0.init", "ctx.A",
+                 "ctx.B", "ctx.init", "proj.0.weight", "proj.1.weight"],
 }
 LR_LINE = re.compile(r"^epoch \[(\d+)/\d+\] batch \[(\d+)/\d+\] .* lr (\S+) eta", re.M)
 LOSS_LINE = re.compile(r"^epoch \[(\d+)/\d+\] batch \[(\d+)/\d+\] .*? loss ([\d.]+) \(([\d.]+)\).* lr (\S+) eta", re.M)

@@ -318,6 +318,8 @@ def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_pa
              for line in run("prograd", "fewshot")]
     assert shots == ["1 vit_b16_ep50.yaml", "2 vit_b16_ep100.yaml", "4 vit_b16_ep100.yaml", "8 vit_b16_ep200.yaml",
                      "16 vit_b16_ep200.yaml"]
+    dip = [line.split("configs/trainers/DIP/")[1].split()[0] for line in run("dip", "fewshot")]
+    assert dip == [f"vit_b16_ep{ep}_ctxv1.yaml" for ep in (50, 100, 100, 200, 200)]
     plug_in = [line.split("configs/trainers/DsRA/")[1].split()[0] for line in run("dsra", "fewshot", BASE="ProGrad")]
     assert plug_in == [f"prograd_vit_b16_ep{ep}.yaml" for ep in (50, 100, 100, 200, 200)]
     kgcoop_train, kgcoop_test = run("dsra", "base2new", BASE="KgCoOp")

@@ -186,6 +186,9 @@ TRAINERS = {
     "DsRA": ("prompt_learner", ["TRAINER.DSRA.PREC", "fp32", "TRAINER.DSRA.PROMPT_DEPTH_TEXT", 2,
                                 "TRAINER.DSRA.PROMPT_DEPTH_VISION", 2, "TRAINER.DSRA.GPA_MEAN", 2, "TRAINER.DSRA.RANK", 4]),
     "KgCoOp": ("prompt_learner", ["TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.PREC", "fp32"]),
+    "DIP": ("prompt_learner", ["TRAINER.DIP.PREC", "fp32", "TRAINER.DIP.PROMPT_DEPTH", 2]),
+    "DIPMaPLe": ("prompt_learner", ["TRAINER.DIPMAPLE.PREC", "fp32", "TRAINER.DIPMAPLE.PROMPT_DEPTH", 2,
+                                    "TRAINER.DIPMAPLE.PROJ_RANK", 8]),
     "ProGrad": ("prompt_learner", ["TRAINER.COOP.N_CTX", 6, "TRAINER.COOP.CTX_INIT", "template", "TRAINER.COOP.PREC",
                                    "fp32"]),
 }

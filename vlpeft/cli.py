@@ -189,6 +189,14 @@ def engine_info():
     return f"vlpeft: {__version__} (engine: {ENGINE})\n{collect_env_info()}"
 
 
+def _val_is_test(trainer):
+    dataset = getattr(getattr(trainer, "dm", None), "dataset", None)
+    val, test = getattr(dataset, "val", None), getattr(dataset, "test", None)
+    if not val:
+        return False
+    return val is test or [d.impath for d in val] == [d.impath for d in test or []]
+
+
 class ResultRecorder:
     """Keeps the evaluator's last result dict per split (works with Dassl's and vlpeft's trainers)."""
 
@@ -199,6 +207,8 @@ class ResultRecorder:
 
         def recording_test(split=None, *a, **kw):
             self._split = split or trainer.cfg.TEST.SPLIT
+            if self._split == "val" and (getattr(trainer, "val_loader", None) is None or _val_is_test(trainer)):
+                self._split = "test"  # no val split: the test set is evaluated (ImageNet's val *is* its test set)
             return test(split, *a, **kw)
 
         def recording_evaluate(*a, **kw):
@@ -210,13 +220,20 @@ class ResultRecorder:
         trainer.evaluator.evaluate = recording_evaluate
 
 
+def final_split(cfg, results):
+    """The split of a run's final evaluation: ``TEST.SPLIT`` when it was evaluated, else the test set."""
+    return cfg.TEST.SPLIT if cfg.TEST.SPLIT in results else "test"
+
+
 def write_results(cfg, args, results, elapsed):
     from vlpeft.engine.utils import atomic_write_text
 
-    final = results.get("test")
+    split = final_split(cfg, results)
+    final = results.get(split)
     if final is None:
         return None
     record = {
+        "split": split,
         "trainer": cfg.TRAINER.NAME,
         "dataset": cfg.DATASET.NAME,
         "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
@@ -279,4 +296,4 @@ def main(argv=None):
     if path:
         print(f"Results written to {path}")
     sys.stdout.flush()
-    return recorder.results.get("test")
+    return recorder.results.get(final_split(cfg, recorder.results))
