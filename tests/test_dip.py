@@ -211,3 +211,14 @@ def test_sweep_selects_on_the_val_split_only(eurosat_root, tiny_clip_path, tmp_p
         assert json.load(open(run / "results.json"))["split"] == "val"
         log = (run / "log.txt").read_text()
         assert "Evaluate on the *val* set" in log and "Evaluate on the *test* set" not in log
+
+
+def test_density_plot_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")
+    from vlpeft.density import plot
+
+    rows = [{"epoch": e, "mean_id": {1: 0.3 + 0.01 * e, 2: 0.5 + 0.01 * e}, "accuracy": 60.0 + e} for e in (1, 2, 3)]
+    path = str(tmp_path / "density.png")
+    assert plot(rows, [1, 2], path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -167,3 +167,22 @@ def test_plug_in_variants_add_the_adapters_to_the_base_method(base, eurosat_root
 def test_dsra_base_must_be_known(eurosat_root, tiny_clip_path):
     with pytest.raises(ValueError, match="TRAINER.DSRA.BASE must be one of"):
         _trainer(eurosat_root, tiny_clip_path, "CoCoOp")
+
+
+def test_merged_evaluation_runs_promptsrcs_operators_exactly(eurosat_root, tiny_clip_path):
+    """Zero inference overhead: the profiler sees the same operators, the same number of times, in both models."""
+    import collections
+
+    from torch.profiler import ProfilerActivity, profile
+
+    images = torch.randn(2, 3, 32, 32)
+    counts = {}
+    for name in ("DsRA", "PromptSRC"):
+        trainer = _trainer(eurosat_root, tiny_clip_path, trainer=name)
+        _perturb_adapters(trainer) if name == "DsRA" else None
+        trainer.set_model_mode("eval")
+        trainer.model_inference(images)  # text features cached, as after the first test batch
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.model_inference(images)
+        counts[name] = collections.Counter({e.key: e.count for e in prof.key_averages()})
+    assert counts["DsRA"] == counts["PromptSRC"] and sum(counts["DsRA"].values()) > 100
