@@ -25,6 +25,5 @@ setup(
     extras_require={
         "test": ["pytest"],
         "plot": ["matplotlib"],
-        "sweep": ["submitit"],
     },
 )
