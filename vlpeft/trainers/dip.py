@@ -186,6 +186,8 @@ class DIP(DensityLog, ClipTrainer):
         if cfg.TRAINER.DIP.ALGORITHM not in ALGORITHMS:
             raise ValueError(f'TRAINER.DIP.ALGORITHM must be one of {list(ALGORITHMS)}, '
                              f'got "{cfg.TRAINER.DIP.ALGORITHM}"')
+        if cfg.TRAINER.DIP.ID_K < 1:
+            raise ValueError(f"TRAINER.DIP.ID_K must be >= 1, got {cfg.TRAINER.DIP.ID_K}")
 
     def build_model(self):
         c = self.trainer_cfg
@@ -209,7 +211,7 @@ class DIP(DensityLog, ClipTrainer):
                 sigma = torch.linalg.svdvals(prompt.float())
                 n = sigma.numel()
                 order = torch.arange(1, n + 1, device=sigma.device, dtype=sigma.dtype)
-                terms.append((order * sigma)[n - c.ID_K:].sum())
+                terms.append((order * sigma)[max(n - c.ID_K, 0):].sum())
         return c.LAMBDA * torch.stack(terms).sum()
 
     def forward_backward(self, batch):
