@@ -11,7 +11,8 @@ from conftest import tiny_opts
 from vlpeft.clip import load_clip
 from vlpeft.clip.testing import build_random_clip
 from vlpeft.density import density_report, information_density, prompt_matrices, spearman
-from vlpeft.trainers.dip import DIPMaPLePromptLearner, DIPPromptLearner, FullRankPrompt, LowRankPrompt
+from vlpeft.trainers.dip import (DIPMaPLePromptLearner, DIPPromptLearner, FullRankPrompt, LowRankPrompt,
+                                 resample_prompts)
 from vlpeft.trainers.ivlp import PromptedCLIP
 from vlpeft.trainers.maple import MultiModalPromptLearner
 
@@ -107,7 +108,7 @@ def test_dip_maple_logits_equal_maple_with_the_equivalent_prompts_and_couplings(
                                    PromptedCLIP(maple, maple_clip).eval()(images), atol=1e-5, rtol=1e-5)
     # in training, the vision prompt is coupled from the same dropout sample the text tower reads
     dip.train()
-    dip.resample()
+    resample_prompts(dip)
     text = dip.text_prompt(1)
     assert dip.text_prompt(1) is text
     torch.testing.assert_close(dip.vision_prompts(1), dip.compound_prompt_projections[0](text))

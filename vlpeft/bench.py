@@ -167,11 +167,9 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
         other = build_bench_trainer(against, classnames, seed=seed, clip_builder=clip_builder)
         other.set_model_mode("eval")
         trainer.set_model_mode("eval")
-        times = {id(trainer): [], id(other): []}
-        for _ in range(rounds):
-            for t in (trainer, other):
-                times[id(t)].append(_timeit(lambda: evaluate(t), device, iters, warmup))
-        mine, theirs = min(times[id(trainer)]), min(times[id(other)])
+        pairs = [[_timeit(lambda: evaluate(t), device, iters, warmup) for t in (trainer, other)]
+                 for _ in range(rounds)]
+        mine, theirs = (min(column) for column in zip(*pairs))
         print(f"eval, best of {rounds} alternating rounds: {cfg.TRAINER.NAME} {bs_test / mine:,.1f} img/s, "
               f"{against.TRAINER.NAME} {bs_test / theirs:,.1f} img/s; time per image {cfg.TRAINER.NAME} / "
               f"{against.TRAINER.NAME} = {mine / theirs:.3f}")

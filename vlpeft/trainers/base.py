@@ -46,8 +46,9 @@ def resolve_precision(prec, device):
     return prec
 
 
-class TextFeatureCache:
-    """Reuses text features while nothing they depend on has changed (inference only).
+class VersionedCache:
+    """Reuses a computed value (text features, an equivalent prompt) while nothing it depends on has changed
+    (inference only).
 
     The key is the identity and in-place version counter of every tensor the text side reads, so an optimizer step
     or a ``load_state_dict`` invalidates the cache without any bookkeeping.
@@ -73,7 +74,7 @@ class PromptCLIP(nn.Module):
     """A frozen CLIP classifying with a prompt learner's class prompts: logits = exp(logit_scale) * cos(image, text).
 
     ``prompt_learner()`` returns the first-layer prompt embeddings and has ``tokenized_prompts``; the text features
-    are cached at inference (:class:`TextFeatureCache`). ``surgery`` is the :class:`ClipSurgery` of the frozen model
+    are cached at inference (:class:`VersionedCache`). ``surgery`` is the :class:`ClipSurgery` of the frozen model
     (empty unless a method attaches edits; ``with model.surgery.disabled():`` runs plain CLIP)."""
 
     def __init__(self, prompt_learner, clip_model):
@@ -83,7 +84,7 @@ class PromptCLIP(nn.Module):
         self.text_encoder = vclip.TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.surgery = ClipSurgery(clip_model)
-        self._text_cache = TextFeatureCache()
+        self._text_cache = VersionedCache()
 
     def text_features(self):
         def compute():
@@ -95,6 +96,12 @@ class PromptCLIP(nn.Module):
     def image_features(self, image):
         features = self.image_encoder(image)
         return features / features.norm(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def plain_image_features(self, image):
+        """Normalised image features of the plain frozen CLIP (every surgery edit disabled): a zero-shot teacher's."""
+        with self.surgery.disabled():
+            return self.image_features(image)
 
     def logits(self, image_features, text_features):
         return self.logit_scale.exp() * image_features @ text_features.t().to(image_features.dtype)

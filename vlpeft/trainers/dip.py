@@ -28,7 +28,7 @@ from vlpeft.config import trainer_config
 from vlpeft.density import density_report, format_report, information_density
 from vlpeft.engine import register_trainer
 
-from .base import ClipTrainer, TextFeatureCache, compute_accuracy
+from .base import ClipTrainer, VersionedCache, compute_accuracy
 from .ivlp import PromptedCLIP
 from .maple import MultiModalPromptLearner
 from .text_prompts import ClassPromptEmbeddings, context_from_words, random_context
@@ -52,7 +52,7 @@ class LowRankPrompt(nn.Module):
         self.B = nn.Parameter(torch.randn(rank, d) * std)
         self.dropout = nn.Dropout(dropout)
         self._sample = None
-        self._equivalent = TextFeatureCache()
+        self._equivalent = VersionedCache()
 
     def equivalent(self):
         """``init + A B`` (dropout is the identity at evaluation); cached without autograd."""
@@ -77,14 +77,12 @@ class FullRankPrompt(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(init.detach().float().clone())
 
-    def resample(self):
-        pass
-
     def forward(self):
         return self.weight
 
 
-def _resample(module):
+def resample_prompts(module):
+    """Start a new model forward: every :class:`LowRankPrompt` in ``module`` draws a new dropout sample."""
     for m in module.modules():
         if isinstance(m, LowRankPrompt):
             m.resample()
@@ -127,9 +125,6 @@ class DIPPromptLearner(nn.Module):
         """Every prompt matrix, first layer first (for the Alg. 1 / 2 losses)."""
         return [self.ctx()] + [p() for p in self.deep]
 
-    def resample(self):
-        _resample(self)
-
     def attach(self, surgery):
         for layer, prompt in enumerate(self.deep, start=1):
             surgery.write("text", layer, 1, prompt)
@@ -154,15 +149,12 @@ class DIPMaPLePromptLearner(MultiModalPromptLearner):
         rank = self._dip["proj_rank"]
         return nn.Sequential(nn.Linear(text_dim, rank, bias=False), nn.Linear(rank, vision_dim, bias=False))
 
-    def resample(self):
-        _resample(self)
-
 
 class DIPCLIP(PromptedCLIP):
     """:class:`PromptedCLIP` drawing one dropout sample of the low-rank prompts per forward."""
 
     def forward(self, image):
-        self.prompt_learner.resample()
+        resample_prompts(self.prompt_learner)
         return super().forward(image)
 
 
@@ -182,10 +174,7 @@ class DIP(DensityLog, ClipTrainer):
     CONFIG_NODE = "DIP"
 
     def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        if cfg.TRAINER.DIP.ALGORITHM not in ALGORITHMS:
-            raise ValueError(f'TRAINER.DIP.ALGORITHM must be one of {list(ALGORITHMS)}, '
-                             f'got "{cfg.TRAINER.DIP.ALGORITHM}"')
+        super().check_cfg(cfg)  # ALGORITHM is checked by DIPPromptLearner
         if cfg.TRAINER.DIP.ID_K < 1:
             raise ValueError(f"TRAINER.DIP.ID_K must be >= 1, got {cfg.TRAINER.DIP.ID_K}")
 

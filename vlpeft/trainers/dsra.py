@@ -39,7 +39,7 @@ class DualSharedAdapters(nn.Module):
     def __init__(self, clip_model, rank=50, positions="both", share_modality=True, share_positions=True):
         super().__init__()
         if positions not in POSITIONS:
-            raise ValueError(f'DSRA POSITIONS must be one of {sorted(POSITIONS)}, got "{positions}"')
+            raise ValueError(f'TRAINER.DSRA.POSITIONS must be one of {sorted(POSITIONS)}, got "{positions}"')
         widths = {"text": clip_model.ln_final.weight.shape[0], "vision": clip_model.visual.conv1.weight.shape[0]}
         self.layers = {"text": len(clip_model.transformer.resblocks),
                        "vision": len(clip_model.visual.transformer.resblocks)}
@@ -131,12 +131,6 @@ class DsRA(ClipTrainer):
         if base not in BASES:
             raise ValueError(f'TRAINER.DSRA.BASE must be one of {sorted(BASES)}, got "{base}"')
         return super().__new__(cls if issubclass(cls, BASES[base]) else _on_base(cls, BASES[base]))
-
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        if cfg.TRAINER.DSRA.POSITIONS not in POSITIONS:
-            raise ValueError(f'TRAINER.DSRA.POSITIONS must be one of {sorted(POSITIONS)}, '
-                             f'got "{cfg.TRAINER.DSRA.POSITIONS}"')
 
     def register_learner(self, name, learner, model=None):
         c = self.cfg.TRAINER.DSRA

@@ -120,11 +120,9 @@ class ProGrad(CoOp):
     def zero_shot_image_features(self, image, image_features):
         """The frozen CLIP's image features: the student's own, unless edits in the vision tower (DsRA's plug-in
         adapters) make them differ from plain CLIP's."""
-        surgery = self.model.surgery
-        if "vision" not in surgery.edited_towers:
+        if "vision" not in self.model.surgery.edited_towers:
             return image_features.detach().float()
-        with torch.no_grad(), surgery.disabled():
-            return self.model.image_features(image).float()
+        return self.model.plain_image_features(image).float()
 
     def prograd_update(self, loss_ce, loss_kd, lambda_):
         """Backward both losses, project the CE gradient per tensor (Eq. 6), step the optimizer."""

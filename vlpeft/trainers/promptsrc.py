@@ -85,10 +85,8 @@ class ZeroShotTeacher:
             self._text = mean / mean.norm(dim=-1, keepdim=True)
         return self._text
 
-    @torch.no_grad()
     def image_features(self, image):
-        with self.model.surgery.disabled():
-            return self.model.image_features(image)
+        return self.model.plain_image_features(image)
 
 
 def self_regulating_losses(logits, text_features, image_features, teacher_logits, teacher_text, teacher_image,
