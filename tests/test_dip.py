@@ -214,6 +214,20 @@ def test_sweep_selects_on_the_val_split_only(eurosat_root, tiny_clip_path, tmp_p
         assert "Evaluate on the *val* set" in log and "Evaluate on the *test* set" not in log
 
 
+def test_sweep_ties_keep_grid_order(tmp_path, monkeypatch):
+    import vlpeft.testbed.bench as bench
+    from vlpeft.sweep import sweep
+
+    # means equal up to float summation: 54.17 + 62.5 and 50.0 + 66.67 (the session-4 DIP testbed sweep)
+    accuracy = {("0.002", "a"): 54.166666666666664, ("0.002", "b"): 62.5, ("0.02", "a"): 50.0,
+                ("0.02", "b"): 66.66666666666667, ("0.2", "a"): 40.0, ("0.2", "b"): 40.0}
+    monkeypatch.setattr(bench, "run_train", lambda flags, opts, out, quiet: {
+        "split": "val", "accuracy": accuracy[(opts[opts.index("OPTIM.LR") + 1], opts[1])]})
+    rows = sweep("DIP", "cfg.yaml", ["a", "b"], [1], [("OPTIM.LR", ["0.2", "0.002", "0.02"])], str(tmp_path))
+    assert rows[0][1] != rows[1][1]  # the float sums differ...
+    assert [dict(p)["OPTIM.LR"] for p, _, _ in rows] == ["0.002", "0.02", "0.2"]  # ...the grid order decides
+
+
 def test_density_plot_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")
     from vlpeft.density import plot

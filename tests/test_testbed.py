@@ -10,7 +10,8 @@ import torch
 
 from vlpeft.testbed import CHECKPOINT
 from vlpeft.testbed import datasets as tb
-from vlpeft.testbed.world import (HELD_OUT_PAIRS, PRETRAIN_STYLES, Scene, caption, random_scene, render)
+from vlpeft.testbed.world import (BACKGROUNDS, HELD_OUT_PAIRS, PRETRAIN_STYLES, SCENE_BACKGROUNDS, Scene, caption,
+                                   random_scene, render)
 
 
 def test_rendering_and_captions_are_deterministic():
@@ -55,6 +56,15 @@ def test_pretraining_distribution_excludes_held_out_pairs_and_styles():
     assert not {(s.colour, s.shape) for s in scenes} & set(HELD_OUT_PAIRS)
     assert {s.style for s in scenes} == set(PRETRAIN_STYLES)
     assert all(s.background != s.colour for s in scenes)
+    assert {s.background for s in scenes} == set(BACKGROUNDS)  # TestbedScenes' unseen backgrounds never appear
+    assert not set(SCENE_BACKGROUNDS) & set(BACKGROUNDS)
+
+
+def test_unseen_backgrounds_render_in_their_colour():
+    for name, rgb in SCENE_BACKGROUNDS.items():
+        img = np.asarray(render(Scene("circle", "black", size="small", background=name), 64, seed=0), np.float32)
+        corner = img[:8, :8].reshape(-1, 3).mean(0)  # away from the centred object
+        assert np.abs(corner - np.array(rgb)).max() < 12, (name, corner)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +86,7 @@ def test_generated_datasets_are_in_coop_format(small_testbed):
     from vlpeft.config import get_cfg
     from vlpeft.engine import build_dataset
 
-    n_classes = {"TestbedSketchShapes": 12, "TestbedHeldoutPairs": 16, "TestbedFinePatterns": 12}
+    n_classes = {"TestbedSketchShapes": 12, "TestbedHeldoutPairs": 16, "TestbedFinePatterns": 12, "TestbedScenes": 12}
     for name, n in n_classes.items():
         folder = osp.join(small_testbed, tb.SPECS[name][0])
         split = json.load(open(osp.join(folder, f"split_zhou_{name}.json")))
@@ -88,9 +98,13 @@ def test_generated_datasets_are_in_coop_format(small_testbed):
                                  "DATASET.SUBSAMPLE_CLASSES", sub, "SEED", 1])
             ds = build_dataset(cfg)
             assert ds.num_classes == expected and len(ds.train_x) == 4 * expected
-    pairs = build_dataset(cfg).classnames  # TestbedFinePatterns' new half
-    assert pairs == ["cyan striped square", "cyan dotted square", "cyan checkered square",
-                     "pink striped square", "pink dotted square", "pink checkered square"]
+            if name == "TestbedFinePatterns" and sub == "new":
+                assert ds.classnames == ["cyan striped square", "cyan dotted square", "cyan checkered square",
+                                         "pink striped square", "pink dotted square", "pink checkered square"]
+            if name == "TestbedScenes":  # each half: three pretraining backgrounds and three unseen ones
+                backgrounds = [c[len("shape on a "):-len(" background")] for c in ds.classnames]
+                assert [f"shape on a {b} background" for b in backgrounds] == ds.classnames
+                assert len(set(backgrounds) & set(BACKGROUNDS)) == len(set(backgrounds) & set(SCENE_BACKGROUNDS)) == 3
 
 
 def test_truncated_text_forward_is_exact():
@@ -149,5 +163,5 @@ def test_default_train_py_runs_base_to_new(small_testbed, tmp_path, capsys):
         assert 0 <= float(base) <= 100 and 0 <= float(new) <= 100
     out = capsys.readouterr().out
     assert "trainer" in out and "base" in out and "H" in out
-    assert osp.isfile(osp.join(str(tmp_path), "b2n", "TestbedHeldoutPairs", "CoOp", "seed1", "test_new",
+    assert osp.isfile(osp.join(str(tmp_path), "b2n", "TestbedScenes", "CoOp", "seed1", "test_new",
                                "results.json"))

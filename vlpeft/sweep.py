@@ -43,7 +43,7 @@ def dataset_flags(dataset):
 
 def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16, subsample="base", opts=(),
           quiet=True):
-    """Run the grid; returns [(point, mean val accuracy, [accuracies])], best first."""
+    """Run the grid; returns [(point, mean val accuracy, [accuracies])], best first; ties keep the grid's order."""
     from vlpeft.engine.utils import atomic_write_text
     from vlpeft.testbed.bench import run_train
 
@@ -66,7 +66,7 @@ def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16
                 accuracies.append(record["accuracy"])
                 print(f"{point_name(point)} {name} seed{seed}: val accuracy {record['accuracy']:.2f}")
         rows.append((point, statistics.mean(accuracies), accuracies))
-    rows.sort(key=lambda row: -row[1])
+    rows.sort(key=lambda row: -round(row[1], 6))  # stable: equal means (up to float summation noise) keep grid order
     table = [[", ".join(f"{k} {v}" for k, v in point), f"{mean:.2f}",
               f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"] for point, mean, accs in rows]
     print(tabulate(table, headers=["point", "mean val accuracy", "std"]))

@@ -1,6 +1,6 @@
 """The testbed benchmark: trainers x testbed datasets x seeds, base-to-new and few-shot, as a results table.
 
-    python -m vlpeft.testbed.bench                                  # every registered trainer, 3 datasets, seeds 1-3
+    python -m vlpeft.testbed.bench                                  # every registered trainer, 4 datasets, seeds 1-3
     python -m vlpeft.testbed.bench --trainers ZeroshotCLIP CoOp --protocols b2n --seeds 1 2 3
 
 Each run is a real ``train.py`` run (in-process) with ``configs/trainers/<Trainer>/testbed.yaml`` (zero-shot

@@ -9,8 +9,8 @@ Split of the world used by the testbed (see :mod:`vlpeft.testbed.datasets`):
 
 * pretraining sees styles ``photo`` and ``painting`` only, and never the colour-shape pairs in
   :data:`HELD_OUT_PAIRS` (neither as images nor in captions);
-* downstream datasets then shift the distribution: a new style (``sketch``), held-out colour-shape pairs, and a
-  fine-grained pattern x similar-shape task.
+* downstream datasets then shift the distribution: a new style (``sketch``), held-out colour-shape pairs, a
+  fine-grained pattern x similar-shape task, and backgrounds pretraining never shows (:data:`SCENE_BACKGROUNDS`).
 """
 import math
 import random
@@ -32,6 +32,9 @@ POSITIONS = {"on the left": (0.3, 0.5), "on the right": (0.7, 0.5), "at the top"
              "at the bottom": (0.5, 0.7), "in the center": (0.5, 0.5)}
 BACKGROUNDS = {"grey": (150, 150, 150), "white": (235, 235, 235), "black": (30, 30, 30),
                "blue": (120, 160, 230), "green": (110, 170, 100), "sand": (215, 190, 140)}
+#: backgrounds pretraining never shows, named by colour words it knows only as object colours (TestbedScenes)
+SCENE_BACKGROUNDS = {"red": (200, 70, 70), "yellow": (230, 215, 110), "purple": (150, 100, 190),
+                     "orange": (235, 160, 90), "pink": (235, 170, 200), "cyan": (110, 205, 210)}
 STYLES = ["photo", "painting", "sketch"]
 PRETRAIN_STYLES = ["photo", "painting"]
 STYLE_WORDS = {"photo": "a photo of", "painting": "a painting of", "sketch": "a sketch of"}
@@ -204,7 +207,7 @@ def _pattern_layer(pattern, colour, rng):
 def render(scene: Scene, size: int = 64, seed: int = 0) -> Image.Image:
     """Render ``scene`` to an RGB image of ``size`` x ``size``; deterministic for (scene, seed)."""
     rng = random.Random(f"{seed}|{scene}")
-    bg = np.array(BACKGROUNDS[scene.background], np.float32)
+    bg = np.array(BACKGROUNDS.get(scene.background) or SCENE_BACKGROUNDS[scene.background], np.float32)
     canvas = np.empty((RENDER, RENDER, 3), np.float32)
     canvas[:] = bg
     if scene.style == "sketch":
