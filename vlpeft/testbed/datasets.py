@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from vlpeft.datasets.base import CoOpDataset, read_split, vlpeft_cache_dir
 from vlpeft.engine import register_dataset
-from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, Scene, random_scene, render
+from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, random_scene, render
 
 PER_CLASS = {"train": 32, "val": 8, "test": 50}
 IMAGE_SIZE = 64
