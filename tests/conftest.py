@@ -21,7 +21,7 @@ def _restore_stdout():
 
 @pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory):
-    from vlpeft.clip.testing import save_tiny_checkpoint
+    from vlpeft.clip.random_weights import save_tiny_checkpoint
 
     path = tmp_path_factory.mktemp("clip") / "tiny.pt"
     save_tiny_checkpoint(path, seed=0, image_size=32, patch_size=8)
@@ -30,7 +30,7 @@ def tiny_clip_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def eurosat_root(tmp_path_factory):
-    from vlpeft.testing.layouts import make_layout
+    from vlpeft.datasets.synthetic import make_layout
 
     root = tmp_path_factory.mktemp("data")
     make_layout("EuroSAT", root, num_classes=10, per_class=(4, 2, 3), image_size=32, seed=0)

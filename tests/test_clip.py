@@ -17,7 +17,7 @@ from vlpeft.clip import (BACKBONES, CLIPWeightsNotFoundError, TextEncoder, build
                          token_count, tokenize)
 from vlpeft.clip import pretrained as pretrained_mod
 from vlpeft.clip.model import META_KEYS, infer_architecture
-from vlpeft.clip.testing import (build_random_clip, save_tiny_checkpoint, tiny_openai_state_dict,
+from vlpeft.clip.random_weights import (build_random_clip, save_tiny_checkpoint, tiny_openai_state_dict,
                                  vit_b16_state_dict)
 
 
@@ -504,7 +504,7 @@ def test_random_vit_b16_has_real_shapes():
 
 
 def test_vit_b16_state_dict_uses_real_shapes(monkeypatch):
-    import vlpeft.clip.testing as testing
+    import vlpeft.clip.random_weights as testing
     seen = {}
     monkeypatch.setattr(testing, "tiny_openai_state_dict", lambda **kw: seen.update(kw) or {})
     vit_b16_state_dict(seed=7)

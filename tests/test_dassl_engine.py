@@ -328,7 +328,7 @@ print(json.dumps({"engine": ENGINE, "rows": rows, "datum": all(type(d) is Datum 
 
 @pytest.mark.parametrize("writer, reader", [("dassl", "vlpeft"), ("vlpeft", "dassl")])
 def test_fewshot_pickles_load_in_the_other_engine(writer, reader, tmp_path):
-    from vlpeft.testing.layouts import make_layout
+    from vlpeft.datasets.synthetic import make_layout
 
     make_layout("EuroSAT", tmp_path, num_classes=10, per_class=(4, 2, 3), image_size=32, seed=0)
     pkl = tmp_path / "eurosat" / "split_fewshot" / "shot_2-seed_1.pkl"

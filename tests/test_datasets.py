@@ -16,7 +16,7 @@ from vlpeft.config import get_cfg
 from vlpeft.datasets import base as dbase
 from vlpeft.datasets.base import DatasetNotFoundError, StaleCacheError
 from vlpeft.engine import DATASET_REGISTRY, Datum
-from vlpeft.testing.layouts import (
+from vlpeft.datasets.synthetic import (
     DEFAULT_CLASSES,
     LAYOUT_NAMES,
     class_indices,

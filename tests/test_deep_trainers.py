@@ -6,7 +6,7 @@ import torch
 import reference_clip as ref
 from conftest import cfg_with
 from vlpeft.clip import load_clip, load_state_dict_any, tokenize
-from vlpeft.clip.testing import build_random_clip
+from vlpeft.clip.random_weights import build_random_clip
 from vlpeft.config import get_cfg
 
 CLASSNAMES = ["Annual_Crop Land", "Forest", "sea or lake"]

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_opts
 from vlpeft.clip import load_clip
-from vlpeft.clip.testing import build_random_clip
+from vlpeft.clip.random_weights import build_random_clip
 from vlpeft.density import density_report, information_density, prompt_matrices, spearman
 from vlpeft.trainers.dip import (DIPMaPLePromptLearner, DIPPromptLearner, FullRankPrompt, LowRankPrompt,
                                  resample_prompts)
@@ -215,7 +215,7 @@ def test_sweep_selects_on_the_val_split_only(eurosat_root, tiny_clip_path, tmp_p
 
 
 def test_sweep_ties_keep_grid_order(tmp_path, monkeypatch):
-    import vlpeft.testbed.bench as bench
+    import vlpeft.testbed.accuracy as bench
     from vlpeft.sweep import sweep
 
     # means equal up to float summation: 54.17 + 62.5 and 50.0 + 66.67 (the session-4 DIP testbed sweep)

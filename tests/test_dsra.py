@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlpeft.clip import load_clip
-from vlpeft.clip.testing import build_random_clip
+from vlpeft.clip.random_weights import build_random_clip
 from conftest import tiny_opts
 from vlpeft.trainers.dsra import DsRALearner, DualSharedAdapters, add_dual_shared_adapters
 from vlpeft.trainers.ivlp import PromptedCLIP, VLPromptLearner

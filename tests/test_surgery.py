@@ -7,7 +7,7 @@ import torch
 
 from vlpeft.clip import TextEncoder, build_clip_from_state_dict, tokenize
 from vlpeft.clip.surgery import ClipSurgery, LowRankDelta, SurgicalAttention
-from vlpeft.clip.testing import tiny_openai_state_dict
+from vlpeft.clip.random_weights import tiny_openai_state_dict
 
 spec = importlib.util.spec_from_file_location("reference_clip", Path(__file__).with_name("reference_clip.py"))
 ref = importlib.util.module_from_spec(spec)

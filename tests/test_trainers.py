@@ -13,7 +13,7 @@ import reference_clip as ref
 from conftest import cfg_with, tiny_opts
 from vlpeft.cli import main
 from vlpeft.clip import load_state_dict_any
-from vlpeft.clip.testing import build_random_clip
+from vlpeft.clip.random_weights import build_random_clip
 from vlpeft.config import get_cfg
 
 
@@ -348,7 +348,7 @@ def test_best_val_deploys_the_best_checkpoint(eurosat_root, tiny_clip_path, tmp_
 def test_benchmark_reports_numbers_against_plain_clip():
     from vlpeft.bench import run
     from vlpeft.clip import build_clip_from_state_dict
-    from vlpeft.clip.testing import tiny_openai_state_dict
+    from vlpeft.clip.random_weights import tiny_openai_state_dict
 
     cfg = _cfg(**{"TRAINER.NAME": "CoOp", "MODEL.BACKBONE.NAME": "tiny", "TRAINER.COOP.PREC": "fp32",
                   "INPUT.SIZE": (32, 32), "DATALOADER.TRAIN_X.BATCH_SIZE": 4, "DATALOADER.TEST.BATCH_SIZE": 4,
@@ -362,7 +362,7 @@ def test_benchmark_reports_numbers_against_plain_clip():
 def test_benchmark_times_merged_evaluation_against_another_trainer():
     from vlpeft.bench import run
     from vlpeft.clip import build_clip_from_state_dict
-    from vlpeft.clip.testing import tiny_openai_state_dict
+    from vlpeft.clip.random_weights import tiny_openai_state_dict
 
     common = {"MODEL.BACKBONE.NAME": "tiny", "INPUT.SIZE": (32, 32), "DATALOADER.TRAIN_X.BATCH_SIZE": 2,
               "DATALOADER.TEST.BATCH_SIZE": 2, "OPTIM.NAME": "sgd", "OPTIM.LR": 0.002}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from vlpeft.clip import ImageEncoder, TextEncoder, cast_clip, tokenize
-from vlpeft.clip.testing import build_random_clip
+from vlpeft.clip.random_weights import build_random_clip
 
 
 def _sync(device):
@@ -186,7 +186,8 @@ def trainer_dtype(trainer):
 def main(argv=None):
     from vlpeft.cli import build_parser, setup_cfg
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainer", required=True)
     parser.add_argument("--config-file", default="")
     parser.add_argument("--classes", type=int, default=100, help="number of classes (text prompts)")

@@ -24,7 +24,7 @@ EXCLUDED_FROM_RESUME_CHECK = ("OUTPUT_DIR", "RESUME")
 def build_parser(trainer_names=()):
     epilog = "registered trainers: " + ", ".join(sorted(trainer_names)) if trainer_names else None
     parser = argparse.ArgumentParser(
-        description="Train / evaluate a vlpeft (CoOp-family) trainer. Without arguments: a short demo run.",
+        prog="python train.py", description="Train / evaluate a vlpeft (CoOp-family) trainer. Without arguments: a short demo run.",
         epilog=epilog)
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")

@@ -148,7 +148,8 @@ def spearman(x, y):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.density", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="a training output directory or one checkpoint file")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--evaluate", choices=["base", "new", "all"], help="also evaluate every checkpoint")

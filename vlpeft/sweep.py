@@ -45,7 +45,7 @@ def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16
           quiet=True):
     """Run the grid; returns [(point, mean val accuracy, [accuracies])], best first; ties keep the grid's order."""
     from vlpeft.engine.utils import atomic_write_text
-    from vlpeft.testbed.bench import run_train
+    from vlpeft.testbed.accuracy import run_train
 
     keys = [key for key, _ in grid]
     rows = []
@@ -82,7 +82,8 @@ def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainer", required=True)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--datasets", nargs="+", required=True, help="dataset config files or dataset names")

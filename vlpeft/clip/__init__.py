@@ -1,7 +1,7 @@
 """CLIP for vlpeft: OpenAI weights loaded into open_clip models, plus the encoders CoOp-style trainers compose.
 
 Modules: ``pretrained`` (finding weights), ``model`` (reading checkpoints, building), ``tokenizer``,
-``encoders`` (TextEncoder, image encoding, dtype casting), ``testing`` (random checkpoints in OpenAI's format).
+``encoders`` (TextEncoder, image encoding, dtype casting), ``random_weights`` (random checkpoints in OpenAI's format).
 """
 from .encoders import ImageEncoder, TextEncoder, cast_clip, encode_image, model_dtype
 from .model import build_clip_from_state_dict, infer_architecture, load_clip, load_state_dict_any

@@ -1,6 +1,6 @@
 """The CPU testbed: a generated image-text world (:mod:`.world`), a tiny CLIP pretrained on it by vlpeft
 (:mod:`.pretrain`, shipped as ``vlpeft-testbed.pt``; ``MODEL.BACKBONE.NAME vlpeft-testbed``), downstream datasets in
-CoOp's on-disk format (:mod:`.datasets`) and the benchmark over every trainer (:mod:`.bench`)."""
+CoOp's on-disk format (:mod:`.datasets`) and the accuracy tables over every trainer (:mod:`.accuracy`)."""
 import os.path as osp
 
 MODEL_NAME = "vlpeft-testbed"

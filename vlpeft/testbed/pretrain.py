@@ -214,7 +214,8 @@ def pretrain(steps=2200, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100, 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=osp.join(osp.dirname(osp.abspath(__file__)), f"{MODEL_NAME}.pt"))
     parser.add_argument("--steps", type=int, default=2200)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -1,7 +1,7 @@
 """The testbed benchmark: trainers x testbed datasets x seeds, base-to-new and few-shot, as a results table.
 
-    python -m vlpeft.testbed.bench                                  # every registered trainer, 4 datasets, seeds 1-3
-    python -m vlpeft.testbed.bench --trainers ZeroshotCLIP CoOp --protocols b2n --seeds 1 2 3
+    python -m vlpeft.testbed.accuracy                                  # every registered trainer, 4 datasets, seeds 1-3
+    python -m vlpeft.testbed.accuracy --trainers ZeroshotCLIP CoOp --protocols b2n --seeds 1 2 3
 
 Each run is a real ``train.py`` run (in-process) with ``configs/trainers/<Trainer>/testbed.yaml`` (zero-shot
 trainers use CoOp's for the input pipeline) on the ``vlpeft-testbed`` CLIP; its output directory is
@@ -133,7 +133,8 @@ def b2n_table(records):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.accuracy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=None, help="default: every trainer with a testbed config")
     parser.add_argument("--datasets", nargs="+", default=list(SPECS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
