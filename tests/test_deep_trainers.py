@@ -298,43 +298,48 @@ def test_protocol_scripts_follow_the_output_scheme_and_skip_finished_jobs(tmp_pa
     from pathlib import Path
 
     repo = Path(__file__).parents[1]
-    env = dict(__import__("os").environ, DRY_RUN="1", DATASETS="eurosat", SEEDS="1", DATA=str(tmp_path))
+    out = tmp_path / "out"  # OUTPUT: the scripts write (and look for finished jobs) only below it, never in output/
+    env = dict(__import__("os").environ, DRY_RUN="1", DATASETS="eurosat", SEEDS="1", DATA=str(tmp_path / "data"),
+               OUTPUT=str(out))
 
     def run(script, protocol, **extra_env):
-        proc = subprocess.run(["bash", f"scripts/{script}/run.sh", protocol], cwd=repo, env=dict(env, **extra_env),
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(["bash", str(repo / f"scripts/{script}/run.sh"), protocol], cwd=tmp_path,
+                              env=dict(env, **extra_env), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         return [line for line in proc.stdout.splitlines() if " train.py " in line]
 
     train, test = run("promptsrc", "base2new")
-    assert "output/base2new/train_base/eurosat/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed1" in train
+    b2n = "eurosat/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    assert f"--output-dir {out}/base2new/train_base/{b2n} " in train
     assert "DATASET.SUBSAMPLE_CLASSES base" in train and "--load-epoch 20 --eval-only" in test
-    assert "output/base2new/test_new/eurosat/shots_16/PromptSRC/" in test and "DATASET.SUBSAMPLE_CLASSES new" in test
+    assert f"--output-dir {out}/base2new/test_new/eurosat/shots_16/PromptSRC/" in test
+    assert f"--model-dir {out}/base2new/train_base/eurosat/shots_16/PromptSRC/" in test
+    assert "DATASET.SUBSAMPLE_CLASSES new" in test
     assert "--load-epoch 5 " in run("maple", "base2new")[1]
     dg = run("maple", "dg")
-    assert len(dg) == 5 and "vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/seed1" in dg[0]
+    assert len(dg) == 5 and f"{out}/imagenet/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/seed1 " in dg[0]
+    assert f"{out}/evaluation/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/imagenetv2/seed1 " in dg[1]
     assert "--load-epoch 2 " in dg[1] and "configs/datasets/imagenet_sketch.yaml" in " ".join(dg)
     shots = [line.split("DATASET.NUM_SHOTS ")[1] + " " + line.split("configs/trainers/ProGrad/")[1].split()[0]
              for line in run("prograd", "fewshot")]
     assert shots == ["1 vit_b16_ep50.yaml", "2 vit_b16_ep100.yaml", "4 vit_b16_ep100.yaml", "8 vit_b16_ep200.yaml",
                      "16 vit_b16_ep200.yaml"]
+    assert f"--output-dir {out}/eurosat/ProGrad/vit_b16_ep50_1shots/seed1 " in run("prograd", "fewshot")[0]
     dip = [line.split("configs/trainers/DIP/")[1].split()[0] for line in run("dip", "fewshot")]
     assert dip == [f"vit_b16_ep{ep}_ctxv1.yaml" for ep in (50, 100, 100, 200, 200)]
     plug_in = [line.split("configs/trainers/DsRA/")[1].split()[0] for line in run("dsra", "fewshot", BASE="ProGrad")]
     assert plug_in == [f"prograd_vit_b16_ep{ep}.yaml" for ep in (50, 100, 100, 200, 200)]
     kgcoop_train, kgcoop_test = run("dsra", "base2new", BASE="KgCoOp")
     assert "DsRA/kgcoop_vit_b16_ep100_ctxv1/seed1" in kgcoop_train and "--load-epoch 100 " in kgcoop_test
-    # a finished job (results.json) is skipped, an unfinished one (directory without results.json) is not
-    finished = repo / "output/base2new/train_base/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
-    finished.mkdir(parents=True, exist_ok=True)
-    try:
-        (finished / "results.json").write_text("{}")
-        train_and_test = run("ivlp", "base2new")
-        assert len(train_and_test) == 1 and "test_new" in train_and_test[0]
-    finally:
-        import shutil
-
-        shutil.rmtree(repo / "output/base2new/train_base/eurosat/shots_16/IVLP")
+    # a finished job (results.json below OUTPUT) is skipped, an unfinished one (directory without results.json) is not
+    finished = out / "base2new/train_base/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    unfinished = out / "base2new/test_new/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    finished.mkdir(parents=True)
+    unfinished.mkdir(parents=True)
+    (finished / "results.json").write_text("{}")
+    (unfinished / "log.txt").write_text("interrupted")
+    train_and_test = run("ivlp", "base2new")
+    assert len(train_and_test) == 1 and f"--output-dir {unfinished} " in train_and_test[0]
 
 
 @pytest.mark.parametrize("kind", ["IVLP", "MaPLe"])

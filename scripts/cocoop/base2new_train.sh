@@ -1,13 +1,16 @@
 #!/bin/bash
-# CoCoOp base-to-new, training on the base classes: bash scripts/cocoop/base2new_train.sh DATASET SEED
+# CoCoOp base-to-new, training on the base classes (16 shots): bash scripts/cocoop/base2new_train.sh DATASET SEED
+# Output: $OUTPUT/base2new/train_base/DATASET/shots_16/CoCoOp/$CFG/seedSEED (CFG default vit_b16_c4_ep10_batch1_ctxv1).
+# Variables (scripts/common.sh): DATA, OUTPUT, DRY_RUN, PYTHON. DATASETS / SEEDS do not apply (one job: the dataset
+# and seed are the arguments; base2new_all.sh loops over DATASETS and SEEDS); SHOTS_LIST does not (16 shots).
 source "$(dirname "$0")/../common.sh"
 TRAINER=CoCoOp
-DATASET=$1
-SEED=$2
+DATASET=${1:?usage: bash scripts/cocoop/base2new_train.sh DATASET SEED}
+SEED=${2:?usage: bash scripts/cocoop/base2new_train.sh DATASET SEED}
 CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1}
 SHOTS=16
-DIR=output/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 run_job "${DIR}" --seed "${SEED}" --trainer ${TRAINER} \
-    --dataset-config-file configs/datasets/${DATASET}.yaml \
-    --config-file configs/trainers/${TRAINER}/${CFG}.yaml \
+    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
     DATASET.NUM_SHOTS ${SHOTS} DATASET.SUBSAMPLE_CLASSES base

@@ -1,7 +1,9 @@
 #!/bin/bash
-# DIP (on CoOp) over the 11 datasets and $SEEDS (default 1 2 3): bash scripts/dip/run.sh base2new|fewshot|xd|dg
+# DIP (on CoOp) over DATASETS (default the 11) and SEEDS (default 1 2 3): bash scripts/dip/run.sh base2new|fewshot|xd|dg
 # Configs: base-to-new vit_b16_ep20_ctxv1, few-shot vit_b16_ep50/100/200_ctxv1 by shots (CoOp's epochs; ImageNet 50),
 # cross-dataset / DG vit_b16_ep20_ctxv1 (override with B2N_CFG / FS_CFG / XD_CFG).
-# A job whose output directory holds results.json is skipped; DATA=/path/to/datasets.
+# Variables (scripts/common.sh): DATA, OUTPUT, DATASETS, SEEDS, SHOTS_LIST (fewshot), DRY_RUN, PYTHON, and LOADEP (the
+# epoch evaluated; default the config's MAX_EPOCH). xd / dg ignore DATASETS: they train on imagenet and evaluate on
+# the protocol's fixed targets. A job whose output directory holds results.json is skipped.
 source "$(dirname "$0")/../common.sh"
 protocol_loops DIP "${B2N_CFG:-vit_b16_ep20_ctxv1}" "${FS_CFG:-vit_b16_ep{ep\}_ctxv1}" "${XD_CFG:-vit_b16_ep20_ctxv1}" "${1:?protocol: base2new, fewshot, xd or dg}"
