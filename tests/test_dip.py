@@ -1,5 +1,5 @@
-"""DIP (issue 6): counts, the low-rank prompt operator, logits equal to the base method with the equivalent prompts,
-the Alg. 1 / 2 terms, information density and its command."""
+"""DIP (docs/decisions/dip.md): counts, the low-rank prompt operator, logits equal to the base method with the
+equivalent prompts, the Alg. 1 / 2 terms, information density and its command."""
 import json
 import os.path as osp
 import re

@@ -1,5 +1,5 @@
-"""DsRA (issue 5): parameter counts, start exactly at the base method (R = 0), merged = unmerged (also inside the
-trainer's eval mode), the KgCoOp / ProGrad plug-in variants."""
+"""DsRA (docs/decisions/dsra.md): parameter counts, start exactly at the base method (R = 0), merged = unmerged
+(also inside the trainer's eval mode), the KgCoOp / ProGrad plug-in variants."""
 import pytest
 import torch
 

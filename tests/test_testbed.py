@@ -147,8 +147,8 @@ def test_shipped_checkpoint_loads_and_transfers_zero_shot(small_testbed):
     model = load_clip("vlpeft-testbed")
     assert model.visual.conv1.weight.shape == (128, 3, 16, 16)
     results = tb.zeroshot_report(model, root=small_testbed)
-    # new halves of 6-8 classes, 6 test images each here: the pretrained model transfers (issue 3: >= 3x chance on
-    # the full test sets; this small sample asserts 2x)
+    # new halves of 6-8 classes, 6 test images each here: the pretrained model transfers (docs/TESTBED.md: >= 3x
+    # chance on the full test sets; this small sample asserts 2x)
     for name, res in results.items():
         assert res["new"] >= 2 * res["new_chance"], (name, res)
 

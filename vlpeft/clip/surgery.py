@@ -16,7 +16,8 @@ the weights (``W <- (W + dW) T^T``) and the merged model runs at the cost of pla
 restores the saved weights exactly. The surgery layer owns no parameters: every tensor it applies comes from a
 callable / module owned by the method's prompt learner, so checkpoints hold only the method's tensors.
 
-Block indices count from 0 (``layer 0`` = the first residual block); METHODS.md §0.2's "depth J counts layer 0".
+Block indices count from 0 (``layer 0`` = the first residual block); prompt depth J counts layer 0
+(docs/decisions/baselines.md#prompt-depth).
 Only the attention of a block that carries q/k/v/out deltas or K/V tokens is replaced (by :class:`SurgicalAttention`,
 which keeps the original ``nn.MultiheadAttention`` as ``base_layer``); with nothing attached it calls it unchanged.
 """

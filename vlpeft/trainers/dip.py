@@ -1,13 +1,14 @@
-"""DIP: dense information prompts (Hao et al., arXiv 2312.10813, §3.2, §4.1, App. B, F). METHODS.md §8.2, D7-D9.
+"""DIP: dense information prompts (Hao et al., arXiv 2312.10813, §3.2, §4.1, App. B, F).
+Choices: docs/decisions/dip.md.
 
 A prompt matrix ``P`` [n, d] becomes ``P = P_init + Dropout_p(P_A P_B)`` (§4.1.3) with trainable ``P_A`` [n, r] and
-``P_B`` [r, d] drawn from N(0, INIT_STD^2) (the paper's "sigma -> 0"; 0.02, D9) and a frozen full-rank branch
-``P_init`` (§4.1.2): the word embeddings of CTX_INIT for the first text prompt, no branch (zeros) without CTX_INIT
-(the ablation "decomposition only", Table 5), and a frozen N(0, 0.02^2) sample for deeper prompts (the base method's
-own init). ``P_init`` is a persistent buffer: the paper loads it with ``P_A`` and ``P_B`` for inference (§4.2), and
-the information-density command reads it from the checkpoint. Dropout acts on the product only, once per model
-forward (the text prompt and, in DIPMaPLe, the vision prompt coupled from it share one sample); at evaluation the
-equivalent ``P = P_init + P_A P_B`` is computed once and reused while the factors are unchanged.
+``P_B`` [r, d] drawn from N(0, INIT_STD^2) (the paper's "sigma -> 0"; 0.02, docs/decisions/dip.md#dip-init-std) and a
+frozen full-rank branch ``P_init`` (§4.1.2): the word embeddings of CTX_INIT for the first text prompt, no branch
+(zeros) without CTX_INIT (the ablation "decomposition only", Table 5), and a frozen N(0, 0.02^2) sample for deeper
+prompts (the base method's own init). ``P_init`` is a persistent buffer: the paper loads it with ``P_A`` and ``P_B``
+for inference (§4.2), and the information-density command reads it from the checkpoint. Dropout acts on the product
+only, once per model forward (the text prompt and, in DIPMaPLe, the vision prompt coupled from it share one sample);
+at evaluation the equivalent ``P = P_init + P_A P_B`` is computed once and reused while the factors are unchanged.
 
 * ``DIP`` (on CoOp): the 4 context vectors of "a photo of a", rank 1: 4 + 512 = 516 trainable parameters
   (ViT-B/16); ``PROMPT_DEPTH`` > 1 adds low-rank deep text prompts at blocks 1 .. depth - 1 (App. F, Table 12: 516
@@ -17,7 +18,7 @@ equivalent ``P = P_init + P_A P_B`` is computed once and reused while the factor
   DIP itself.
 * ``DIPMaPLe``: MaPLe with low-rank text prompts in all ``PROMPT_DEPTH`` layers (n = 4, r = 1) and every coupling
   replaced by a bias-free rank-``PROJ_RANK`` product (512 -> 64 -> 768): 9 x (516 + 512*64 + 64*768) = 741,924
-  (App. B; n = 4 and no bias are what that count implies, D7).
+  (App. B; n = 4 and no bias are what that count implies, docs/decisions/dip.md#dipmaple-prompts-and-couplings).
 * Both log ID_1 and ID_2 of the learned prompts after every epoch (``vlpeft.density``).
 """
 import torch

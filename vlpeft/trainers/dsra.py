@@ -1,14 +1,14 @@
-"""DsRA: dual-shared low-rank adapters on PromptSRC (AAAI 2025, §3, Eq. 12-17). METHODS.md §8.5, D21-D23.
+"""DsRA: dual-shared low-rank adapters on PromptSRC (AAAI 2025, Eq. 12-17). Choices: docs/decisions/dsra.md.
 
-In every block of both encoders a linear adapter ``A(z) = z + z M R_l M^T`` acts on the input of the attention
-(after ``ln_1``) and of the MLP (after ``ln_2``). ``M`` [d, RANK] is shared by all layers of one encoder at one
-position (tied down / up projection); ``R_l = diag(r_l)`` is per layer and shared between the text and the vision
-encoder (inter-modal sharing). Choices where the paper is silent (METHODS.md D21-D22): ``r_l`` is also shared by the
-two positions (``SHARE_POSITIONS``; 174,680 trainable parameters with ViT-B/16 including PromptSRC's 46,080
-prompts, as the paper's 0.17M), ``M`` has nn.Linear's default init (uniform, bound 1/sqrt(d)) and ``R = 0``, so
-training starts exactly at PromptSRC. The prompts pass through the adapters; PromptSRC's frozen teacher does not
-(the surgery layer is disabled for it). The adapters are linear, so ``merge()`` folds them into ``in_proj`` and
-``c_fc``; the trainer evaluates on the merged weights (:meth:`ClipTrainer.set_model_mode`). GPA aggregates the
+In every block of both encoders a linear adapter ``A(z) = z + z M R_l M^T`` acts on the input of the attention (after
+``ln_1``) and of the MLP (after ``ln_2``). ``M`` [d, RANK] is shared by all layers of one encoder at one position
+(tied down / up projection); ``R_l = diag(r_l)`` is per layer and shared between the text and the vision encoder
+(inter-modal sharing). Choices where the paper is silent (docs/decisions/dsra.md#dsra-r-shared, #dsra-init): ``r_l``
+is also shared by the two positions (``SHARE_POSITIONS``; 174,680 trainable parameters with ViT-B/16 including
+PromptSRC's 46,080 prompts, as the paper's 0.17M), ``M`` has nn.Linear's default init (uniform, bound 1/sqrt(d)) and
+``R = 0``, so training starts exactly at PromptSRC. The prompts pass through the adapters; PromptSRC's frozen teacher
+does not (the surgery layer is disabled for it). The adapters are linear, so ``merge()`` folds them into ``in_proj``
+and ``c_fc``; the trainer evaluates on the merged weights (:meth:`ClipTrainer.set_model_mode`). GPA aggregates the
 adapters with the prompts. Plug-in variants (Table 5): ``TRAINER.DSRA.BASE`` KgCoOp / ProGrad adds the same adapters
 to those methods (their prompts, losses, schedules; their zero-shot teachers stay plain CLIP).
 """

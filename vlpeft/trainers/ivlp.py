@@ -1,5 +1,5 @@
 """IVLP: independent vision-language deep prompts (Khattak et al., MaPLe, CVPR 2023, §4 baseline "IVLP"; the
-architecture of PromptSRC, ICCV 2023, §3.1). METHODS.md §3, §0.2.
+architecture of PromptSRC, ICCV 2023, §3.1). Choices: docs/decisions/baselines.md#prompt-depth, #ivlp-first-layer-init.
 
 * text: ``N_CTX_TEXT`` context vectors at positions 1..M of the prompt "<CTX_INIT> <class>." (CoOp-style, layer 0),
   and fresh vectors overwriting those positions at the input of blocks 1 .. PROMPT_DEPTH_TEXT - 1;

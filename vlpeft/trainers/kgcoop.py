@@ -1,4 +1,5 @@
-"""KgCoOp: knowledge-guided context optimization (Yao et al., CVPR 2023, §3.3, Eq. 5-6). METHODS.md §6.
+"""KgCoOp: knowledge-guided context optimization (Yao et al., CVPR 2023, §3.3, Eq. 5-6).
+Choices: docs/decisions/baselines.md#kgcoop-ctx-init.
 
 CoOp's unified context (4 vectors from "a photo of a") trained with
 ``L = CE + W * (1 - mean_c cos(g_c, g_c^clip))``: the prompted text feature of every class is held near the frozen

@@ -1,4 +1,5 @@
-"""MaPLe: multi-modal prompt learning (Khattak et al., CVPR 2023, §3.2-3.3, Eq. 5-8). METHODS.md §4.
+"""MaPLe: multi-modal prompt learning (Khattak et al., CVPR 2023, §3.2-3.3, Eq. 5-8).
+Choices: docs/decisions/baselines.md#maple-couplings.
 
 Text prompts ``P_0`` (``ctx``, first ``N_CTX`` tokens of CTX_INIT, as IVLP) and ``P_l`` (blocks 1 .. J-1, overwriting
 positions 1..N_CTX); the vision prompts are *generated* by the coupling functions: ``V_0 = F_0(P_0)`` appended at

@@ -1,4 +1,5 @@
-"""ProGrad: prompt-aligned gradient (Zhu et al., ICCV 2023, §3.2, Eq. 4-6). METHODS.md §7.
+"""ProGrad: prompt-aligned gradient (Zhu et al., ICCV 2023, §3.2, Eq. 4-6).
+Choices: docs/decisions/baselines.md#prograd-template-init and the prograd-* entries after it.
 
 CoOp's context (16 vectors) trained on cross-entropy whose gradient is projected whenever it conflicts with the
 gradient of a distillation loss towards zero-shot CLIP (``KD = -sum p_zs log p * T^2``, teacher = the frozen CLIP with

@@ -1,4 +1,5 @@
-"""PromptSRC: self-regulating prompts (Khattak et al., ICCV 2023). METHODS.md §5.
+"""PromptSRC: self-regulating prompts (Khattak et al., ICCV 2023).
+Choices: docs/decisions/baselines.md#promptsrc-teacher and the promptsrc-* entries after it.
 
 IVLP prompts (4 + 4, depth 9) trained with ``L = CE + L_SCL`` (§3.2, Eq. 1-4):
 
