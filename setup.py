@@ -8,7 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["vlpeft", "vlpeft.*"]),
-    package_data={"vlpeft": ["datasets/*.txt", "testbed/*.pt", "testbed/*.json"]},
+    package_data={"vlpeft": ["datasets/*.txt", "testbed/*.pt", "testbed/*.json", "configs/*/*.yaml",
+                              "configs/*/*/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -21,6 +22,10 @@ setup(
         "tqdm",
         "pillow",
         "numpy",
+        "scipy",  # OxfordFlowers' and StanfordCars' .mat annotations
+        "pyyaml",
+        "safetensors",
+        "huggingface_hub",
     ],
     extras_require={
         "test": ["pytest"],

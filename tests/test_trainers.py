@@ -304,7 +304,7 @@ def test_bad_inputs_give_actionable_errors(eurosat_root, tiny_clip_path, tmp_pat
         _run(base + ["--trainer", "CoOp", "TRAINER.COOP.NCTX", "4"])
     with pytest.raises(ValueError, match="Invalid config"):
         _run(base + ["--trainer", "CoOp", "TRAINER.COOP.N_CTX", "4.5"])
-    with pytest.raises(FileNotFoundError, match="Config file not found"):
+    with pytest.raises(FileNotFoundError, match="(?i)config file not found"):
         _run(base + ["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/nope.yaml"])
     from vlpeft.clip import CLIPWeightsNotFoundError
 

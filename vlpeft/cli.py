@@ -15,8 +15,11 @@ import os
 import os.path as osp
 import sys
 import time
+import traceback
 
 import torch
+
+from vlpeft.engine.checkpoint import saved_epochs
 
 EXCLUDED_FROM_RESUME_CHECK = ("OUTPUT_DIR", "RESUME")
 
@@ -107,12 +110,13 @@ def setup_cfg(args):
     from vlpeft.config import extend_cfg
     from vlpeft.engine import get_cfg_default
 
+    from vlpeft.resources import resolve_config_file
+
     cfg = get_cfg_default()
     extend_cfg(cfg)
-    for path in (args.dataset_config_file, args.config_file):
+    for flag, path in (("--dataset-config-file", args.dataset_config_file), ("--config-file", args.config_file)):
         if path:
-            if not osp.isfile(path):
-                raise FileNotFoundError(f'Config file not found: "{path}"')
+            path = resolve_config_file(path, flag)
             try:
                 cfg.merge_from_file(path)
             except (KeyError, AssertionError, ValueError) as e:
@@ -139,13 +143,90 @@ def _comparable(cfg_text):
     return data
 
 
+def _read_record(output_dir):
+    path = osp.join(output_dir, "results.json")
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _has_checkpoints(output_dir):
+    return any(osp.isfile(osp.join(output_dir, d, "checkpoint")) or saved_epochs(osp.join(output_dir, d))
+               for d in os.listdir(output_dir) if osp.isdir(osp.join(output_dir, d)))
+
+
+def _safe_eval_dir(cfg):
+    out = osp.normpath(cfg.OUTPUT_DIR)
+    sub = cfg.DATASET.SUBSAMPLE_CLASSES
+    if f"{osp.sep}train_base{osp.sep}" in out + osp.sep:
+        return out.replace(f"{osp.sep}train_base{osp.sep}", f"{osp.sep}test_{sub}{osp.sep}", 1)
+    dataset = cfg.DATASET.NAME.lower() or "eval"
+    return osp.join(osp.dirname(out), f"{osp.basename(out)}_eval_{dataset}_{sub}")
+
+
+def check_eval_only(cfg, args, trainer_class):
+    """``--eval-only`` evaluates a trained model into a folder of its own, never on top of another run's record."""
+    learnable = getattr(trainer_class, "LEARNABLE", not trainer_class.__name__.startswith("Zeroshot"))
+    if learnable and not args.model_dir:
+        raise ValueError(
+            f"--eval-only with trainer {cfg.TRAINER.NAME} needs --model-dir <the training run's output folder> "
+            "(and usually --load-epoch N): without it the untrained parameters would be evaluated. Only zero-shot "
+            "trainers evaluate without a model.")
+    if args.model_dir:
+        if not osp.isdir(args.model_dir):
+            raise FileNotFoundError(f'--model-dir "{args.model_dir}" does not exist')
+        if args.load_epoch is not None:
+            folders = [d for d in sorted(os.listdir(args.model_dir))
+                       if saved_epochs(osp.join(args.model_dir, d))]
+            if folders and not any(args.load_epoch in saved_epochs(osp.join(args.model_dir, d))
+                                   for d in folders):
+                found = ", ".join(f"{d}: {saved_epochs(osp.join(args.model_dir, d))}" for d in folders)
+                raise FileNotFoundError(
+                    f'--load-epoch {args.load_epoch}: no "model.pth.tar-{args.load_epoch}" in "{args.model_dir}". '
+                    f"Epochs saved there: {found}")
+    out = cfg.OUTPUT_DIR
+    if not osp.isdir(out):
+        return
+    record = _read_record(out)
+    same_as_model = args.model_dir and osp.realpath(out) == osp.realpath(args.model_dir)
+    if same_as_model or _has_checkpoints(out) or (record is not None and not record.get("eval_only", False)):
+        raise FileExistsError(
+            f'--output-dir "{out}" holds a training run; an evaluation written there would replace its '
+            f'results.json and config.yaml. Write the evaluation to its own folder, e.g. --output-dir "'
+            f'{_safe_eval_dir(cfg)}" (with --model-dir "{args.model_dir or out}").')
+    if record:
+        saved = osp.join(out, "config.yaml")
+        same_config = osp.isfile(saved) and not list(_diff_keys(_comparable(open(saved).read()),
+                                                                  _comparable(_config_text(cfg))))
+        same_model = (record.get("model_dir") == args.model_dir and record.get("load_epoch") == args.load_epoch)
+        if not (same_config and same_model):
+            raise FileExistsError(
+                f'--output-dir "{out}" holds the record of another evaluation (model_dir "{record.get("model_dir")}",'
+                f' load_epoch {record.get("load_epoch")}). Use a new --output-dir, or delete the old one.')
+
+
+def check_training_output(cfg):
+    """Training may resume its own run, never write over an evaluation's record or another config's checkpoints."""
+    if not osp.isdir(cfg.OUTPUT_DIR):
+        return
+    record = _read_record(cfg.OUTPUT_DIR)
+    if record and record.get("eval_only"):
+        raise FileExistsError(
+            f'--output-dir "{cfg.OUTPUT_DIR}" holds an evaluation (results.json with eval_only true); training '
+            "there would replace it. Use a new --output-dir.")
+    check_resume_consistency(cfg)
+
+
 def check_resume_consistency(cfg):
     """Refuse to resume a run whose saved config differs: its checkpoints belong to another experiment."""
     saved = osp.join(cfg.OUTPUT_DIR, "config.yaml")
     if cfg.RESUME or not osp.isfile(saved):
         return
-    has_checkpoint = any(osp.isfile(osp.join(cfg.OUTPUT_DIR, d, "checkpoint")) for d in os.listdir(cfg.OUTPUT_DIR))
-    if not has_checkpoint:
+    if not _has_checkpoints(cfg.OUTPUT_DIR):
         return
     with open(saved) as f:
         old = _comparable(f.read())
@@ -225,7 +306,7 @@ def final_split(cfg, results):
     return cfg.TEST.SPLIT if cfg.TEST.SPLIT in results else "test"
 
 
-def write_results(cfg, args, results, elapsed):
+def write_results(cfg, args, results, elapsed, extra=None):
     from vlpeft.engine.utils import atomic_write_text
 
     split = final_split(cfg, results)
@@ -245,6 +326,7 @@ def write_results(cfg, args, results, elapsed):
         "load_epoch": args.load_epoch,
         "elapsed_s": round(elapsed, 2),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **(extra or {}),
         **final,
     }
     path = osp.join(cfg.OUTPUT_DIR, "results.json")
@@ -259,8 +341,7 @@ def main(argv=None):
 
         return run_demo()
     import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
-    from vlpeft.engine import TRAINER_REGISTRY, build_trainer, set_random_seed, setup_logger
-    from vlpeft.engine.utils import atomic_write_text
+    from vlpeft.engine import TRAINER_REGISTRY, set_random_seed, setup_logger
 
     args = build_parser(TRAINER_REGISTRY.registered_names()).parse_args(argv)
     cfg = setup_cfg(args)
@@ -269,12 +350,68 @@ def main(argv=None):
         close = difflib.get_close_matches(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names(), n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise ValueError(f'Unknown trainer "{cfg.TRAINER.NAME}".{hint} Registered trainers: {names}')
-    if not args.eval_only and osp.isdir(cfg.OUTPUT_DIR):
-        check_resume_consistency(cfg)
+    if not cfg.DATASET.NAME:
+        raise ValueError("No dataset given: pass --dataset-config-file configs/datasets/<dataset>.yaml "
+                         "(it sets DATASET.NAME).")
+    if args.eval_only:
+        check_eval_only(cfg, args, TRAINER_REGISTRY.get(cfg.TRAINER.NAME))
+    elif not args.no_train:
+        check_training_output(cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    try:
+        return _run(cfg, args, argv)
+    except BaseException:
+        _log_traceback()
+        raise
+
+
+def _log_traceback():
+    """Put the traceback of a failing run into its log.txt too (loops often discard the console)."""
+    log = getattr(sys.stdout, "file", None)  # the log file of vlpeft's and Dassl's stdout tee
+    if log is not None and not log.closed:
+        log.write("".join(traceback.format_exc()))
+        log.flush()
+
+
+def _write_env(cfg, env, argv):
+    """env.txt, one section per start of the run (a resumed run keeps the record of its first start)."""
+    from vlpeft.engine.utils import atomic_write_text
+
+    path = osp.join(cfg.OUTPUT_DIR, "env.txt")
+    previous = ""
+    if osp.isfile(path):
+        with open(path) as f:
+            previous = f.read() + "\n"
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    atomic_write_text(path, previous + f"started: {started}\n{env}\ncommand: {' '.join(argv)}\n")
+
+
+def train_images_per_class(trainer, num_shots):
+    """(min, max) training images per class; warns when a class has fewer than ``DATASET.NUM_SHOTS``."""
+    from collections import Counter
+
+    dataset = trainer.dm.dataset
+    counts = Counter(item.label for item in dataset.train_x)
+    if not counts:
+        return None
+    low, high = min(counts.values()), max(counts.values())
+    if num_shots > 0 and low < num_shots:
+        names = dataset.classnames if hasattr(dataset, "classnames") else {}
+        short = sorted(label for label, n in counts.items() if n < num_shots)
+        shown = ", ".join(f"{names[label] if label < len(names) else label} ({counts[label]})" for label in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        print(f"Warning: DATASET.NUM_SHOTS is {num_shots} but {len(short)} class(es) have fewer training images: "
+              f"{shown}{more}. Training on {low}-{high} images per class (recorded in results.json).")
+    return low, high
+
+
+def _run(cfg, args, argv):
+    from vlpeft.engine import build_trainer
+    from vlpeft.engine.utils import atomic_write_text
+
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)
@@ -282,17 +419,21 @@ def main(argv=None):
     print("Collecting env info ** ")
     print(f"** System info **\n{env}\n")
     atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), _config_text(cfg))
-    atomic_write_text(osp.join(cfg.OUTPUT_DIR, "env.txt"), env + f"\ncommand: {' '.join(argv)}\n")
+    _write_env(cfg, env, argv)
 
     start = time.time()
     trainer = build_trainer(cfg)
+    per_class = train_images_per_class(trainer, cfg.DATASET.NUM_SHOTS)
     recorder = ResultRecorder(trainer)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
     elif not args.no_train:
         trainer.train()
-    path = write_results(cfg, args, recorder.results, time.time() - start)
+    extra = {"train_images_per_class": list(per_class) if per_class else None}
+    if not args.eval_only:
+        extra["resumed_from_epoch"] = getattr(trainer, "resumed_from_epoch", None)
+    path = write_results(cfg, args, recorder.results, time.time() - start, extra)
     if path:
         print(f"Results written to {path}")
     sys.stdout.flush()

@@ -24,8 +24,11 @@ def run_demo(dataset=DEMO_DATASET, seed=DEMO_SEED, output="output/demo", trainer
     rows = []
     for name in ("ZeroshotCLIP", trainer):
         r = base_to_new(name, dataset, seed, output, root=root, quiet=quiet, opts=opts)
-        rows.append([name, f"{r['base']:.1f}", f"{r['new']:.1f}", f"{harmonic(r['base'], r['new']):.1f}",
-                     f"{r['elapsed_s']:.0f}"])
+        seconds = f"{r['elapsed_s']:.0f}" + (" (earlier run)" if r["reused"] else "")
+        rows.append([name, f"{r['base']:.1f}", f"{r['new']:.1f}", f"{harmonic(r['base'], r['new']):.1f}", seconds])
+        if r["reused"]:
+            print(f"{name}: nothing re-run, the finished run of {r['finished_at']} in {r['dir']} is shown "
+                  "(delete that folder to run it again)", flush=True)
         print(f"{name}: base {r['base']:.1f}%  new {r['new']:.1f}%", flush=True)
     print(tabulate(rows, headers=["trainer", "base", "new", "H", "seconds"]))
     print(f"Per-run logs, configs and results.json: {osp.abspath(output)}/b2n/{dataset}/<trainer>/seed{seed}/")

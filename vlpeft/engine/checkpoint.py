@@ -2,6 +2,7 @@
 the latest one. Files are written atomically; they hold what ``state_dict()`` returns (vlpeft's prompt learners keep
 only trainable tensors persistent)."""
 import io
+import os
 import os.path as osp
 import pickle
 import shutil
@@ -39,10 +40,51 @@ def load_checkpoint(fpath):
     if not osp.exists(fpath):
         raise FileNotFoundError(f'File is not found at "{fpath}"')
     try:
-        return torch.load(fpath, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        print(f'Note: "{fpath}" holds pickled Python objects (a Dassl-written scheduler); loading it fully')
-        return torch.load(fpath, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(fpath, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights_only" not in str(e) and "Weights only" not in str(e):
+                raise
+            print(f'Note: "{fpath}" holds pickled Python objects (a Dassl-written scheduler); loading it fully')
+            return torch.load(fpath, map_location="cpu", weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, OSError) as e:
+        raise CheckpointError(unreadable_message(fpath, e)) from e
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that exists but cannot be read (empty, truncated, not a checkpoint)."""
+
+
+def saved_epochs(model_dir):
+    """Epochs N of the ``model.pth.tar-N`` files in a model folder, sorted."""
+    prefix = "model.pth.tar-"
+    if not osp.isdir(model_dir):
+        return []
+    return sorted(int(f[len(prefix):]) for f in os.listdir(model_dir)
+                  if f.startswith(prefix) and f[len(prefix):].isdigit())
+
+
+def unreadable_message(fpath, error):
+    size = osp.getsize(fpath)
+    what = "empty" if size == 0 else f"{size:,} bytes, truncated or not a PyTorch checkpoint"
+    msg = f'Cannot read the checkpoint "{fpath}" ({what}: {type(error).__name__}: {error}).'
+    folder, name = osp.split(fpath)
+    others = [e for e in saved_epochs(folder) if f"model.pth.tar-{e}" != name]
+    readable = []
+    for epoch in reversed(others):  # the newest readable one is what a user wants
+        try:
+            torch.load(osp.join(folder, f"model.pth.tar-{epoch}"), map_location="cpu", weights_only=False)
+            readable.append(epoch)
+            break
+        except Exception:  # noqa: BLE001 - any failure means "not this one"
+            continue
+    if readable:
+        msg += (f' The checkpoint of epoch {readable[0]} in the same folder is intact: evaluate it with --load-epoch '
+                f'{readable[0]}, or resume training from it by deleting "{fpath}" and writing '
+                f'"model.pth.tar-{readable[0]}" into "{osp.join(folder, "checkpoint")}".')
+    elif others:
+        msg += f" Other checkpoints in the folder (epochs {others}) are unreadable too."
+    return msg
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):

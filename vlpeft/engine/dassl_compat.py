@@ -1,5 +1,5 @@
 """Run-time fixes that let Dassl 0.6.3 work on a current torch and next to a host repository, applied without
-editing Dassl (``DASSL_CONTRACT.md`` §4, §6; ``docs/DASSL.md``):
+editing Dassl (``docs/DASSL.md``):
 
 1. its warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which torch >= 2.7 no longer accepts (every
    CoOp-family config uses ``WARMUP_EPOCH 1``, so nothing trains without this);
@@ -14,7 +14,9 @@ editing Dassl (``DASSL_CONTRACT.md`` §4, §6; ``docs/DASSL.md``):
 4. its registries raise ``KeyError`` on a duplicate name. vlpeft registers its own trainers and datasets softly (a name
    already taken by the host repository is left alone, see ``vlpeft.engine.register_trainer``); this patch lets the
    host register a name *after* vlpeft took it, replacing vlpeft's entry, so the host's own ``CoOp`` / ``EuroSAT``
-   wins whatever the import order. Duplicates between two non-vlpeft objects still raise, as in Dassl.
+   wins whatever the import order. Duplicates between two non-vlpeft objects still raise, as in Dassl;
+5. its data loaders read images with a bare ``Image.open``: a truncated file fails without its path. They read through
+   vlpeft's ``read_image``, which names the file.
 Each patch is applied once; the first only where torch needs it.
 """
 import inspect
@@ -61,6 +63,14 @@ def _patch_load_checkpoint():
             module.load_checkpoint = load_checkpoint
 
 
+def _patch_read_image():
+    import dassl.data.data_manager as dassl_data
+
+    from .datamanager import read_image
+
+    dassl_data.read_image = read_image
+
+
 def _is_vlpeft(obj):
     return (getattr(obj, "__module__", None) or "").split(".")[0] == "vlpeft"
 
@@ -89,4 +99,5 @@ def apply():
     _patch_warmup_state_dict()
     _patch_load_checkpoint()
     _patch_registry()
+    _patch_read_image()
     _applied = True

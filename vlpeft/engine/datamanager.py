@@ -19,7 +19,12 @@ def build_dataset(cfg):
 
 
 def read_image(path):
-    return Image.open(path).convert("RGB")
+    """The image as RGB; a missing, truncated or undecodable file raises ``OSError`` naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise OSError(f'Cannot read image "{path}": {e}') from e
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64, tfm=None,

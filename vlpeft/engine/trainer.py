@@ -1,5 +1,5 @@
 """Dassl's trainer chain (``TrainerBase`` -> ``SimpleTrainer`` -> ``TrainerX``) with the same construction order,
-training loop, checkpoint names, printed lines and resume behaviour (``DASSL_CONTRACT.md`` §1)."""
+training loop, checkpoint names, printed lines and resume behaviour (docs/DASSL.md)."""
 import datetime
 import os.path as osp
 import time

@@ -69,15 +69,17 @@ def _quiet(enabled):
 
 
 def run_train(flags, opts, output_dir, quiet=True):
-    """``train.py FLAGS --output-dir DIR OPTS`` in-process unless ``DIR/results.json`` exists; return that dict."""
+    """``train.py FLAGS --output-dir DIR OPTS`` in-process unless ``DIR/results.json`` exists; return that dict, with
+    ``reused`` saying whether it is an earlier run's record (nothing was run)."""
     marker = osp.join(output_dir, "results.json")
-    if not osp.isfile(marker):
+    reused = osp.isfile(marker)
+    if not reused:
         from vlpeft.cli import main
 
         with _quiet(quiet):
             main([str(a) for a in [*flags, "--output-dir", output_dir, *opts]])
     with open(marker) as f:
-        return json.load(f)
+        return {**json.load(f), "reused": reused}
 
 
 def _flags(trainer, seed, root):
@@ -85,7 +87,8 @@ def _flags(trainer, seed, root):
 
 
 def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, opts=()):
-    """Train on base classes, test base and new; returns {"base", "new", "elapsed_s"}. ``opts``: config overrides."""
+    """Train on base classes, test base and new; returns {"base", "new", "elapsed_s", "reused" (both records were
+    there already), "finished_at", "dir"}. ``opts``: config overrides."""
     out = osp.join(output, "b2n", dataset, trainer, f"seed{seed}")
     flags = _flags(trainer, seed, root)
     opts = ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts]
@@ -99,14 +102,15 @@ def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, o
         model_flags = ["--eval-only", "--model-dir", osp.join(out, "train_base"), "--load-epoch", epoch]
     new = run_train(flags + model_flags, opts + ["DATASET.SUBSAMPLE_CLASSES", "new"], osp.join(out, "test_new"),
                     quiet)
-    return {"base": base["accuracy"], "new": new["accuracy"], "elapsed_s": base["elapsed_s"] + new["elapsed_s"]}
+    return {"base": base["accuracy"], "new": new["accuracy"], "elapsed_s": base["elapsed_s"] + new["elapsed_s"],
+            "reused": base["reused"] and new["reused"], "finished_at": new.get("finished_at"), "dir": out}
 
 
 def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True, opts=()):
     out = osp.join(output, "fewshot", dataset, trainer, f"{shots}shots", f"seed{seed}")
     flags = _flags(trainer, seed, root) + (["--eval-only"] if trainer in ZERO_SHOT else [])
     res = run_train(flags, ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts], out, quiet)
-    return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"]}
+    return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"], "reused": res["reused"]}
 
 
 def _max_epoch(run_dir):
@@ -155,8 +159,9 @@ def main(argv=None):
                     t0 = time.time()
                     r = base_to_new(trainer, dataset, seed, args.output, args.root, quiet=not args.verbose)
                     records.setdefault((dataset, trainer), []).append(r)
-                    print(f"b2n {dataset} {trainer} seed{seed}: base {r['base']:.1f} new {r['new']:.1f} "
-                          f"({time.time() - t0:.0f}s)", flush=True)
+                    done = "earlier run, nothing re-run" if r["reused"] else f"{time.time() - t0:.0f}s"
+                    print(f"b2n {dataset} {trainer} seed{seed}: base {r['base']:.1f} new {r['new']:.1f} ({done})",
+                          flush=True)
         rows = b2n_table(records)
         table = tabulate(rows, headers=["dataset", "trainer", "seeds", "base", "new", "H", "s/run"])
         text.append("## Base-to-new (16 shots; mean ± std over seeds; H of the means)\n\n" + table)
@@ -178,6 +183,12 @@ def main(argv=None):
         table = tabulate(rows, headers=["dataset", "trainer"] + [f"{k}-shot" for k in args.shots] + ["s/run"])
         text.append("## Few-shot (accuracy on all classes, mean over seeds)\n\n" + table)
         summary["fewshot"] = {f"{d}/{t}": {str(k): v for k, v in by_k.items()} for (d, t), by_k in records.items()}
+    runs = [r for runs in summary["b2n"].values() for r in runs]
+    runs += [r for by_k in summary["fewshot"].values() for rs in by_k.values() for r in rs]
+    reused = sum(r["reused"] for r in runs)
+    if reused:
+        text.append(f"{reused} of {len(runs)} runs are earlier runs found under {args.output} (not re-run; their "
+                    "s/run is from then). Delete their folders to run them again.")
     report = "\n\n".join(text)
     print(report)
     os.makedirs(args.output, exist_ok=True)

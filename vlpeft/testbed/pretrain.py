@@ -1,6 +1,10 @@
 """Contrastive pretraining of the testbed's tiny CLIP on the generated world (CLIP's symmetric InfoNCE loss).
 
-    python -m vlpeft.testbed.pretrain --out vlpeft/testbed/vlpeft-testbed.pt    # the shipped checkpoint
+    python -m vlpeft.testbed.pretrain                 # writes output/testbed_pretrain/vlpeft-testbed.pt
+    python -m vlpeft.testbed.pretrain --out vlpeft/testbed/vlpeft-testbed.pt --overwrite   # replace the shipped one
+
+An existing file is never replaced without ``--overwrite``. To use a rebuilt checkpoint, pass it as
+``MODEL.BACKBONE.PATH``.
 
 Reproducible: a fixed seed fixes the image pool, the captions drawn at every step, the initialisation and the batch
 order. Architecture: ``vlpeft-testbed.json`` (registered with open_clip): ViT 4 x 128 on 64x64 images with 16x16
@@ -135,12 +139,11 @@ def openai_state_dict(model, dtype=torch.float16):
 
 
 def save_checkpoint(model, path):
+    from vlpeft.engine.utils import atomic_write_bytes
+
     buffer = io.BytesIO()
     torch.save(openai_state_dict(model), buffer)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
     return osp.getsize(path)
 
 
@@ -216,7 +219,10 @@ def pretrain(steps=2200, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100, 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=osp.join(osp.dirname(osp.abspath(__file__)), f"{MODEL_NAME}.pt"))
+    parser.add_argument("--out", default=osp.join("output", "testbed_pretrain", f"{MODEL_NAME}.pt"),
+                        help="where to write the checkpoint (default: %(default)s; the shipped one is "
+                             "vlpeft/testbed/vlpeft-testbed.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--steps", type=int, default=2200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -225,6 +231,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
+    if osp.exists(args.out) and not args.overwrite:
+        parser.error(f'"{args.out}" exists; pass --overwrite to replace it, or another --out')
     eval_fn = None
     if not args.no_eval:
         from vlpeft.testbed.datasets import zeroshot_report

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from vlpeft import clip as vclip
 from vlpeft.clip.surgery import ClipSurgery
-from vlpeft.engine import TrainerX, build_lr_scheduler, build_optimizer, count_num_param, load_checkpoint
+from vlpeft.engine import TrainerX, build_lr_scheduler, build_optimizer, count_num_param
+from vlpeft.engine.checkpoint import load_checkpoint, resume_from_checkpoint, save_checkpoint, saved_epochs
+from vlpeft.engine.utils import capture_rng_state, restore_rng_state
 
 PRECISIONS = ("fp16", "bf16", "fp32", "amp")
 PREC_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "amp": torch.float32}
@@ -44,6 +46,18 @@ def resolve_precision(prec, device):
         print(f"Warning: PREC {prec} needs a GPU; running the frozen model in fp32 on {device.type}")
         return "fp32"
     return prec
+
+
+def check_input_size(cfg, clip_model):
+    """The images must have the resolution the CLIP checkpoint was trained at (its position embeddings are fixed)."""
+    size = getattr(clip_model.visual, "image_size", None)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    if size[0] is not None and tuple(cfg.INPUT.SIZE) != size:
+        raise ValueError(
+            f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP checkpoint of MODEL.BACKBONE "
+            f'"{cfg.MODEL.BACKBONE.NAME}" takes {size[0]}x{size[1]} images. Use a config made for this backbone '
+            f"(or set INPUT.SIZE ({size[0]}, {size[1]})); the testbed configs (64 px) go with the vlpeft-testbed "
+            "CLIP only.")
 
 
 class VersionedCache:
@@ -131,6 +145,7 @@ class ClipTrainer(TrainerX):
         backbone = self.cfg.MODEL.BACKBONE
         print(f"Loading CLIP (backbone: {backbone.NAME})")
         clip_model = self.clip_loader(backbone.NAME, backbone.PATH)
+        check_input_size(self.cfg, clip_model)
         self.prec = resolve_precision(self.trainer_cfg.PREC, self.device)
         clip_model = vclip.cast_clip(clip_model, PREC_DTYPES[self.prec])
         for p in clip_model.parameters():
@@ -210,6 +225,46 @@ class ClipTrainer(TrainerX):
         with self.autocast():
             return self.model(input).float()
 
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Dassl's checkpoint, plus the random-number states (``rng_state``), so that a resumed run continues
+        exactly as the uninterrupted one would have."""
+        rng_state = capture_rng_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            save_checkpoint({
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "rng_state": rng_state,
+            }, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def resume_model_if_exist(self, directory):
+        """Dassl's resume (weights, optimizer, scheduler of the latest checkpoint), plus the random-number states;
+        ``self.resumed_from_epoch`` records the epoch it continued from (``None``: a fresh start)."""
+        names = self.get_model_names()
+        self.resumed_from_epoch = None
+        if not names or not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name])
+        with open(osp.join(directory, names[0], "checkpoint")) as f:
+            latest = osp.join(directory, names[0], f.readline().strip())
+        rng_state = load_checkpoint(latest).get("rng_state")
+        if rng_state is not None:
+            restore_rng_state(rng_state)
+            print("Restored the random-number states")
+        else:
+            print("Note: the checkpoint has no random-number states (written by another tool): the resumed run "
+                  "will not repeat the uninterrupted one exactly")
+        self.resumed_from_epoch = start_epoch
+        return start_epoch
+
     def load_model(self, directory, epoch=None):
         """Load ``<directory>/<name>/model.pth.tar-<epoch>`` (``model-best.pth.tar`` without an epoch) strictly."""
         if not directory:
@@ -219,7 +274,10 @@ class ClipTrainer(TrainerX):
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
+                epochs = saved_epochs(osp.join(directory, name))
+                found = f"epochs saved there: {epochs}" if epochs else "no checkpoint is saved there"
+                best = " (model-best.pth.tar is written only with TEST.FINAL_MODEL best_val)" if epoch is None else ""
+                raise FileNotFoundError(f'Model not found at "{model_path}"{best}; {found}. Pass --load-epoch N.')
             checkpoint = load_checkpoint(model_path)
             state_dict = {k: v for k, v in checkpoint["state_dict"].items()
                           if k.split(".")[-1] not in CLASS_DEPENDENT_BUFFERS}
