@@ -27,8 +27,9 @@ setup(
         "safetensors",
         "huggingface_hub",
     ],
+    entry_points={"console_scripts": ["vlpeft-train = vlpeft.cli:main"]},
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "setuptools>=70.1", "wheel"],  # the last two: the packaging test builds a wheel offline
         "plot": ["matplotlib"],
     },
 )

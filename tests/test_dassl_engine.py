@@ -111,7 +111,7 @@ def test_engine_is_dassl_and_everything_is_registered_there():
 
 
 def test_warmup_scheduler_lrs_and_weights_only_state_dict(tmp_path):
-    """Dassl's own constant warm-up + cosine (DASSL_CONTRACT §1.10), constructible on torch >= 2.7, and its state
+    """Dassl's own constant warm-up + cosine (the CoOp-family schedule), constructible on torch >= 2.7, and its state
     round-trips through a weights-only checkpoint, in the new and in the legacy (pickled successor) form."""
     out = _script("dassl", f"""
         import json, torch

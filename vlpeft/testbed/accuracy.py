@@ -24,15 +24,15 @@ import numpy as np
 from tabulate import tabulate
 
 from vlpeft.engine.utils import atomic_write_text, close_logger
+from vlpeft.resources import packaged_config
 from vlpeft.testbed.datasets import SPECS
 
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def config_file(trainer):
     name = "CoOp" if trainer in ZERO_SHOT else trainer
-    path = osp.join(REPO_ROOT, "configs", "trainers", name, "testbed.yaml")
+    path = packaged_config("trainers", name, "testbed.yaml")
     if not osp.isfile(path):
         raise FileNotFoundError(f"{trainer} has no testbed config: {path}")
     return path

@@ -5,7 +5,8 @@
   with a logged warning.
 * trainable set: everything frozen but the registered learner; the parameter counts are printed at build time.
 * checkpoints: the registered learners keep only trainable tensors persistent, and load strictly. Checkpoints of the
-  official CoOp-family code load too (their class-dependent ``token_prefix`` / ``token_suffix`` buffers are dropped).
+  official CoOp and CoCoOp code load too (their class-dependent ``token_prefix`` / ``token_suffix`` buffers are
+  dropped). Each checkpoint also holds the random-number states, so a resumed run repeats the uninterrupted one.
 * NaN/inf losses raise ``FloatingPointError`` through ``model_backward_and_update``.
 * inference on merged weights: in eval mode the model's weight edits (adapters, low-rank deltas; see
   :class:`vlpeft.clip.surgery.ClipSurgery`) are folded into the frozen weights, re-folded from the current tensors
