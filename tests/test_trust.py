@@ -214,3 +214,22 @@ def test_declared_dependencies_cover_the_imports():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "vlpeft"}
     missing = {m for m in third_party - optional if distribution.get(m, m).lower() not in declared}
     assert not missing, f"imported but not declared in setup.py: {sorted(missing)}"
+
+
+def test_reused_runs_say_that_nothing_was_rerun(tmp_path, monkeypatch, capsys):
+    import vlpeft.testbed.accuracy as accuracy
+    from vlpeft.demo import run_demo
+
+    run = tmp_path / "finished"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"accuracy": 61.0, "elapsed_s": 12.0}))
+    monkeypatch.setattr("vlpeft.cli.main", lambda argv: pytest.fail("a finished run must not be re-run"))
+    assert accuracy.run_train([], [], str(run)) == {"accuracy": 61.0, "elapsed_s": 12.0, "reused": True}
+
+    monkeypatch.setattr(accuracy, "base_to_new", lambda name, *a, **k: {
+        "base": 70.0, "new": 60.0, "elapsed_s": 9.0, "reused": True, "finished_at": "2026-01-02 03:04:05",
+        "dir": f"{tmp_path}/b2n/{name}"})
+    run_demo(output=str(tmp_path))
+    out = capsys.readouterr().out
+    assert f"nothing re-run, the finished run of 2026-01-02 03:04:05 in {tmp_path}/b2n/CoOp is shown" in out
+    assert "9 (earlier run)" in out
