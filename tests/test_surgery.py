@@ -219,9 +219,10 @@ def test_remove_drops_appended_tokens(sd, model, images, tokens):
     with torch.no_grad():
         h = x.ln_pre(torch.cat([x.class_embedding.expand(2, 1, -1),
                                 x.conv1(images).flatten(2).transpose(1, 2)], 1) + x.positional_embedding)
-        h = x.transformer.resblocks[0](h)
-        h = x.transformer.resblocks[1](torch.cat([h, extra.expand(2, -1, -1)], 1))[:, :-2]
-        h = x.transformer.resblocks[2](h)
+        blocks = x.transformer.resblocks  # they take [L, N, D] (vlpeft's CLIP runs in OpenAI's layout)
+        h = blocks[0](h.transpose(0, 1)).transpose(0, 1)
+        h = blocks[1](torch.cat([h, extra.expand(2, -1, -1)], 1).transpose(0, 1)).transpose(0, 1)[:, :-2]
+        h = blocks[2](h.transpose(0, 1)).transpose(0, 1)
         want = x.ln_post(h[:, 0]) @ x.proj
     plain, _ = features(model, images, tokens)
     s = ClipSurgery(model)
