@@ -14,6 +14,11 @@ COMMON_KEYS = {
     "DATASET.SUBSAMPLE_CLASSES": "all",  # all / base / new (CoOp's base-to-new protocol)
     "DATASET.FEWSHOT_CACHE_DIR": "",  # where split_fewshot/ goes when the dataset folder is read-only ("" = beside the data)
     "MODEL.BACKBONE.PATH": "",  # explicit CLIP checkpoint; otherwise see vlpeft.clip.resolve_clip_weights
+    # activation checkpointing of the frozen towers: recompute each block's activations in the backward pass instead
+    # of keeping them (memory for time; the gradients are unchanged). TEXT matters for text-prompt methods on many
+    # classes (ImageNet's 1,000 class prompts are encoded with gradients at every step).
+    "MODEL.ACTIVATION_CHECKPOINTING.TEXT": False,
+    "MODEL.ACTIVATION_CHECKPOINTING.VISION": False,
 }
 
 

@@ -61,6 +61,18 @@ def check_input_size(cfg, clip_model):
             "CLIP only.")
 
 
+def set_activation_checkpointing(clip_model, switches):
+    """``MODEL.ACTIVATION_CHECKPOINTING.TEXT / .VISION``: open_clip's per-block activation checkpointing of that tower
+    (non-reentrant, random states preserved: the gradients are those of the plain forward)."""
+    towers = {"TEXT": clip_model.transformer, "VISION": getattr(clip_model.visual, "transformer", None)}
+    for name, transformer in towers.items():
+        if hasattr(transformer, "grad_checkpointing"):
+            transformer.grad_checkpointing = bool(switches[name])
+        elif switches[name]:
+            raise ValueError(f"MODEL.ACTIVATION_CHECKPOINTING.{name}: this backbone's tower has no transformer blocks "
+                             "to checkpoint (a ResNet image tower)")
+
+
 class VersionedCache:
     """Reuses a computed value (text features, an equivalent prompt) while nothing it depends on has changed
     (inference only).
@@ -151,6 +163,7 @@ class ClipTrainer(TrainerX):
         clip_model = vclip.cast_clip(clip_model, PREC_DTYPES[self.prec])
         for p in clip_model.parameters():
             p.requires_grad_(False)
+        set_activation_checkpointing(clip_model, self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
         return clip_model
 
     def register_learner(self, name, learner, model=None):

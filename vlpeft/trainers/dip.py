@@ -60,14 +60,16 @@ class LowRankPrompt(nn.Module):
         return self._equivalent.get([self.A, self.B, self.init], lambda: self.init + self.A @ self.B)
 
     def resample(self):
-        """Start a new forward: the next call draws a new dropout mask (shared by every use until then)."""
-        self._sample = None
+        """Start a new forward: draw the dropout sample that every use in this forward shares. It is drawn here,
+        before the towers run, so that activation checkpointing, which re-runs a block in the backward pass, sees the
+        same tensor again instead of drawing inside the re-run."""
+        self._sample = self.init + self.dropout(self.A @ self.B) if self.training and self.dropout.p > 0 else None
 
     def forward(self):
         if not self.training or self.dropout.p == 0:
             return self.equivalent()
         if self._sample is None:
-            self._sample = self.init + self.dropout(self.A @ self.B)
+            self.resample()
         return self._sample
 
 
