@@ -140,8 +140,10 @@ def test_a_resumed_run_equals_the_uninterrupted_one(eurosat_root, tiny_clip_path
     whole = tmp_path / "whole"
     main(_args(eurosat_root, str(whole), tiny_clip_path, *opts))
 
-    from vlpeft.engine.trainer import SimpleTrainer
+    from vlpeft.engine import TrainerX
 
+    # Dassl's SimpleTrainer under VLPEFT_ENGINE=dassl, vlpeft's otherwise
+    SimpleTrainer = next(c for c in TrainerX.__mro__ if c.__name__ == "SimpleTrainer")
     original = SimpleTrainer.after_epoch
 
     def interrupt_after_epoch_2(self):
@@ -162,7 +164,8 @@ def test_a_resumed_run_equals_the_uninterrupted_one(eurosat_root, tiny_clip_path
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
     assert ra["accuracy"] == rb["accuracy"]
     assert ra["resumed_from_epoch"] is None and rb["resumed_from_epoch"] == 2
-    assert "Restored the random-number states" in (cut / "log.txt").read_text()
+    logs = "".join(p.read_text() for p in cut.glob("log.txt*"))  # Dassl starts log.txt-<time> when resuming
+    assert "Restored the random-number states" in logs
 
 
 def test_packaged_configs_resolve_from_any_directory(tmp_path, monkeypatch):
@@ -233,3 +236,48 @@ def test_reused_runs_say_that_nothing_was_rerun(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"nothing re-run, the finished run of 2026-01-02 03:04:05 in {tmp_path}/b2n/CoOp is shown" in out
     assert "9 (earlier run)" in out
+
+
+def test_a_run_config_from_the_other_engine_loads(trained, tmp_path):
+    """A run made under Dassl holds Dassl's own trainer nodes in config.yaml; re-using it under vlpeft's engine (as
+    ``vlpeft.density --evaluate`` does) keeps only the keys this engine knows."""
+    from vlpeft.cli import portable_run_config
+    from vlpeft.config import get_cfg
+
+    text = (trained / "config.yaml").read_text() + "\n"
+    foreign = tmp_path / "config.yaml"
+    foreign.write_text(text.replace("TRAINER:\n", "TRAINER:\n  CDAC:\n    RAMPUP_COEF: 30\n", 1))
+    cfg = get_cfg()
+    with pytest.raises(KeyError, match="CDAC"):
+        cfg.merge_from_file(str(foreign))
+    cfg = get_cfg()
+    cfg.merge_from_file(portable_run_config(str(foreign), str(tmp_path / "portable.yaml")))
+    assert cfg.TRAINER.NAME == "CoOp" and cfg.TRAINER.COOP.N_CTX == 4
+
+
+def test_close_logger_gives_back_a_stream_that_stays_open(tmp_path, monkeypatch):
+    """Dassl's Logger (a console + file tee) is unwound without closing the console it wraps."""
+    import io
+
+    from vlpeft.engine.utils import close_logger
+
+    class DasslLikeLogger:  # Dassl's Logger: closing it would close the console
+        def __init__(self, console, path):
+            self.console, self.file = console, open(path, "w")
+
+        def write(self, msg):
+            self.console.write(msg)
+            self.file.write(msg)
+
+        def flush(self):
+            self.console.flush()
+            self.file.flush()
+
+        def close(self):
+            self.console.close()
+            self.file.close()
+
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", DasslLikeLogger(DasslLikeLogger(console, tmp_path / "a"), tmp_path / "b"))
+    close_logger()
+    assert sys.stdout is console and not console.closed

@@ -221,6 +221,24 @@ def check_training_output(cfg):
     check_resume_consistency(cfg)
 
 
+def portable_run_config(path, dest):
+    """Write to ``dest`` a run's resolved ``config.yaml`` keeping only the keys the active engine's config has (a run
+    made under Dassl holds the nodes of Dassl's own trainers, which vlpeft's engine does not define); returns ``dest``."""
+    import yaml
+
+    from vlpeft.config import get_cfg
+    from vlpeft.engine.utils import atomic_write_text
+
+    def known(data, defaults):
+        return {k: (known(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults[k], dict) else v)
+                for k, v in data.items() if k in defaults}
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    atomic_write_text(dest, yaml.safe_dump(known(data, get_cfg()), default_flow_style=False))
+    return dest
+
+
 def check_resume_consistency(cfg):
     """Refuse to resume a run whose saved config differs: its checkpoints belong to another experiment."""
     saved = osp.join(cfg.OUTPUT_DIR, "config.yaml")
@@ -342,6 +360,7 @@ def main(argv=None):
         return run_demo()
     import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
     from vlpeft.engine import TRAINER_REGISTRY, set_random_seed, setup_logger
+    from vlpeft.engine.utils import close_logger
 
     args = build_parser(TRAINER_REGISTRY.registered_names()).parse_args(argv)
     cfg = setup_cfg(args)
@@ -360,6 +379,7 @@ def main(argv=None):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    close_logger()  # an earlier in-process run's log tee (Dassl's logger would otherwise wrap it)
     setup_logger(cfg.OUTPUT_DIR)
     try:
         return _run(cfg, args, argv)

@@ -83,22 +83,23 @@ def evaluate_checkpoint(output_dir, epoch, subsample):
     import tempfile
 
     import vlpeft.trainers  # noqa: F401  (config nodes)
-    from vlpeft.cli import main as train_main
+    from vlpeft.cli import main as train_main, portable_run_config
     from vlpeft.config import get_cfg
     from vlpeft.engine.utils import close_logger
 
-    config = osp.join(output_dir, "config.yaml")
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'--evaluate needs the run\'s resolved config "{config}"')
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
+    saved = osp.join(output_dir, "config.yaml")
+    if not osp.isfile(saved):
+        raise FileNotFoundError(f'--evaluate needs the run\'s resolved config "{saved}"')
     close_logger()  # a log tee left by an earlier in-process run would be closed under us
     stdout = sys.stdout
     try:
-        with tempfile.TemporaryDirectory() as out:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = portable_run_config(saved, osp.join(tmp, "run_config.yaml"))  # made under either engine
+            cfg = get_cfg()
+            cfg.merge_from_file(config)
             result = train_main(["--root", cfg.DATASET.ROOT, "--trainer", cfg.TRAINER.NAME, "--config-file", config,
-                                 "--output-dir", out, "--model-dir", output_dir, "--load-epoch", str(epoch),
-                                 "--eval-only", "DATASET.SUBSAMPLE_CLASSES", subsample])
+                                 "--output-dir", osp.join(tmp, "eval"), "--model-dir", output_dir,
+                                 "--load-epoch", str(epoch), "--eval-only", "DATASET.SUBSAMPLE_CLASSES", subsample])
             close_logger()
     finally:
         sys.stdout = stdout

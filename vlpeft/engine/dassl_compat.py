@@ -16,7 +16,10 @@ editing Dassl (``docs/DASSL.md``):
    host register a name *after* vlpeft took it, replacing vlpeft's entry, so the host's own ``CoOp`` / ``EuroSAT``
    wins whatever the import order. Duplicates between two non-vlpeft objects still raise, as in Dassl;
 5. its data loaders read images with a bare ``Image.open``: a truncated file fails without its path. They read through
-   vlpeft's ``read_image``, which names the file.
+   vlpeft's ``read_image``, which names the file;
+6. its stdout ``Logger`` closes the stream it wraps when it is closed or garbage-collected, so giving stdout back
+   after an in-process run (``vlpeft.density --evaluate``, the testbed tables) closed the process's stdout. Patched
+   to close only its log file.
 Each patch is applied once; the first only where torch needs it.
 """
 import inspect
@@ -71,6 +74,16 @@ def _patch_read_image():
     dassl_data.read_image = read_image
 
 
+def _patch_logger():
+    from dassl.utils.logger import Logger
+
+    def close(self):
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
+    Logger.close = close
+
+
 def _is_vlpeft(obj):
     return (getattr(obj, "__module__", None) or "").split(".")[0] == "vlpeft"
 
@@ -100,4 +113,5 @@ def apply():
     _patch_load_checkpoint()
     _patch_registry()
     _patch_read_image()
+    _patch_logger()
     _applied = True

@@ -127,11 +127,13 @@ def setup_logger(output=None):
 
 
 def close_logger():
-    """Undo :func:`setup_logger`: flush and close every log tee and give stdout back to what it wrapped."""
-    while isinstance(sys.stdout, _Tee):
+    """Undo :func:`setup_logger` (vlpeft's, or Dassl's ``Logger``): flush and close every log tee and give stdout back
+    to what it wrapped."""
+    while hasattr(sys.stdout, "console") and hasattr(sys.stdout, "file"):
         tee = sys.stdout
         tee.flush()
-        tee.close()
+        if tee.file is not None and not tee.file.closed:
+            tee.file.close()
         sys.stdout = tee.console
 
 
