@@ -30,13 +30,16 @@ CASES = {
     "coop/fewshot_all.sh": [((), 5, EUROSAT)],
     "coop/main.sh": [(("eurosat", "vit_b16_ep50", "end", "16", "1", "False"), 1, EUROSAT)],
     "dip/sweep.sh": [((), 1, EUROSAT), (("DIPMaPLe",), 1, EUROSAT)],
+    "gpu_check.sh": [((), 3, set())],  # vlpeft.gpucheck, vlpeft.bench, vlpeft.gpucheck --finish
     "testbed/run.sh": [(("--protocols", "b2n", "--trainers", "ZeroshotCLIP", "CoOp"), 1, set())],
     "zsclip/zeroshot.sh": [(("eurosat", "vit_b16"), 1, EUROSAT)],
     **{f"{name}/run.sh": [(("base2new",), 2, EUROSAT), (("fewshot",), 5, EUROSAT),
                           (("xd",), 1 + len(XD), {"imagenet"} | XD), (("dg",), 1 + len(DG), {"imagenet"} | DG)]
        for name in PROTOCOL_SCRIPTS},
 }
-NEEDS_DATA = [s for s in SCRIPTS if s != "testbed/run.sh"]  # the testbed generates its own datasets
+NO_DATA = ("testbed/run.sh", "gpu_check.sh")  # the testbed generates its own datasets, the GPU check reads none
+NEEDS_DATA = [s for s in SCRIPTS if s not in NO_DATA]
+PROGRAMS = ("train.py", "vlpeft.sweep", "vlpeft.testbed.accuracy", "vlpeft.gpucheck", "vlpeft.bench")
 
 
 def test_every_script_has_representative_arguments():
@@ -103,13 +106,14 @@ def test_dry_run_prints_only_the_selected_jobs_below_output_and_trains_nothing(t
     named = set()
     for tokens in cmds:
         program = "train.py" if tokens[1] == "train.py" else tokens[2]
-        assert program in ("train.py", "vlpeft.sweep", "vlpeft.testbed.accuracy"), tokens
-        dirs = values(tokens, "--output-dir") + values(tokens, "--model-dir") + values(tokens, "--output")
+        assert program in PROGRAMS, tokens
+        dirs = [d for option in ("--output-dir", "--model-dir", "--output", "--out") for d in values(tokens, option)]
         assert dirs and all(d.startswith(f"{out}/") for d in dirs), tokens
-        if program != "vlpeft.testbed.accuracy":
+        if script not in NO_DATA:
             assert values(tokens, "--root") == [str(data)], tokens
         seeds = values(tokens, "--seed") + values(tokens, "--seeds")
-        assert set(seeds) <= {"1"} and (seeds or script == "zsclip/zeroshot.sh"), tokens  # zero-shot has no seed
+        # zero-shot has no seed; the GPU check's is fixed (random weights and images)
+        assert set(seeds) <= {"1"} and (seeds or script in ("zsclip/zeroshot.sh", "gpu_check.sh")), tokens
         named |= {m.group(1) for t in tokens for m in [re.fullmatch(r"configs/datasets/(\w+)\.yaml", t)] if m}
     assert named == datasets
     # nothing ran but the MAX_EPOCH reader (python -c), and nothing was written

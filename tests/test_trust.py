@@ -239,16 +239,16 @@ def test_reused_runs_say_that_nothing_was_rerun(tmp_path, monkeypatch, capsys):
 
 
 def test_a_run_config_from_the_other_engine_loads(trained, tmp_path):
-    """A run made under Dassl holds Dassl's own trainer nodes in config.yaml; re-using it under vlpeft's engine (as
-    ``vlpeft.density --evaluate`` does) keeps only the keys this engine knows."""
+    """A run made under Dassl holds Dassl's own trainer nodes in config.yaml (CDAC, DAEL, ...); re-using it under
+    vlpeft's engine (as ``vlpeft.density --evaluate`` does) keeps only the keys this engine knows."""
     from vlpeft.cli import portable_run_config
     from vlpeft.config import get_cfg
 
     text = (trained / "config.yaml").read_text() + "\n"
     foreign = tmp_path / "config.yaml"
-    foreign.write_text(text.replace("TRAINER:\n", "TRAINER:\n  CDAC:\n    RAMPUP_COEF: 30\n", 1))
+    foreign.write_text(text.replace("TRAINER:\n", "TRAINER:\n  OTHERENGINE:\n    RAMPUP_COEF: 30\n", 1))
     cfg = get_cfg()
-    with pytest.raises(KeyError, match="CDAC"):
+    with pytest.raises(KeyError, match="OTHERENGINE"):
         cfg.merge_from_file(str(foreign))
     cfg = get_cfg()
     cfg.merge_from_file(portable_run_config(str(foreign), str(tmp_path / "portable.yaml")))

@@ -27,7 +27,8 @@ EXCLUDED_FROM_RESUME_CHECK = ("OUTPUT_DIR", "RESUME")
 def build_parser(trainer_names=()):
     epilog = "registered trainers: " + ", ".join(sorted(trainer_names)) if trainer_names else None
     parser = argparse.ArgumentParser(
-        prog="python train.py", description="Train / evaluate a vlpeft (CoOp-family) trainer. Without arguments: a short demo run.",
+        prog="python train.py",
+        description="Train / evaluate a vlpeft (CoOp-family) trainer. Without arguments: a short demo run.",
         epilog=epilog)
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
@@ -223,7 +224,8 @@ def check_training_output(cfg):
 
 def portable_run_config(path, dest):
     """Write to ``dest`` a run's resolved ``config.yaml`` keeping only the keys the active engine's config has (a run
-    made under Dassl holds the nodes of Dassl's own trainers, which vlpeft's engine does not define); returns ``dest``."""
+    made under Dassl holds the nodes of Dassl's own trainers, which vlpeft's engine does not define); return
+    ``dest``."""
     import yaml
 
     from vlpeft.config import get_cfg
