@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from vlpeft import clip as vclip
 from vlpeft.clip.surgery import ClipSurgery
 from vlpeft.engine import TrainerX, build_lr_scheduler, build_optimizer, count_num_param
-from vlpeft.engine.checkpoint import load_checkpoint, resume_from_checkpoint, save_checkpoint, saved_epochs
+from vlpeft.engine.checkpoint import load_checkpoint, save_checkpoint, saved_epochs
 from vlpeft.engine.utils import capture_rng_state, restore_rng_state
 
 PRECISIONS = ("fp16", "bf16", "fp32", "amp")
@@ -257,26 +257,18 @@ class ClipTrainer(TrainerX):
     def resume_model_if_exist(self, directory):
         """Dassl's resume (weights, optimizer, scheduler of the latest checkpoint), plus the random-number states;
         ``self.resumed_from_epoch`` records the epoch it continued from (``None``: a fresh start)."""
-        names = self.get_model_names()
-        self.resumed_from_epoch = None
-        if not names or not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
-            print("No checkpoint found, train from scratch")
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
-        for name in names:
-            start_epoch = resume_from_checkpoint(
-                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name])
-        with open(osp.join(directory, names[0], "checkpoint")) as f:
-            latest = osp.join(directory, names[0], f.readline().strip())
-        rng_state = load_checkpoint(latest).get("rng_state")
-        if rng_state is not None:
-            restore_rng_state(rng_state)
-            print("Restored the random-number states")
-        else:
-            print("Note: the checkpoint has no random-number states (written by another tool): the resumed run "
-                  "will not repeat the uninterrupted one exactly")
-        self.resumed_from_epoch = start_epoch
+        start_epoch = super().resume_model_if_exist(directory)
+        self.resumed_from_epoch = start_epoch or None
+        if start_epoch:
+            folder = osp.join(directory, self.get_model_names()[0])
+            with open(osp.join(folder, "checkpoint")) as f:
+                rng_state = load_checkpoint(osp.join(folder, f.readline().strip())).get("rng_state")
+            if rng_state is not None:
+                restore_rng_state(rng_state)
+                print("Restored the random-number states")
+            else:
+                print("Note: the checkpoint has no random-number states (written by another tool): the resumed run "
+                      "will not repeat the uninterrupted one exactly")
         return start_epoch
 
     def load_model(self, directory, epoch=None):
