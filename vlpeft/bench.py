@@ -55,7 +55,6 @@ BENCH_CONFIGS = {
     "ZeroshotCLIP": "CoOp/vit_b16_ep50.yaml",
     "ZeroshotCLIP2": "CoOp/vit_b16_ep50.yaml",
     "CoOp": "CoOp/vit_b16_ep50_ctxv1.yaml",
-    "CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
     "IVLP": "IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
     "MaPLe": "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
     "PromptSRC": "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
@@ -64,6 +63,7 @@ BENCH_CONFIGS = {
     "DsRA": "DsRA/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
     "DIP": "DIP/vit_b16_ep20_ctxv1.yaml",
     "DIPMaPLe": "DIPMaPLe/vit_b16_c2_ep5_batch4_4ctx.yaml",
+    "CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",  # last: its text side runs per image (slowest)
 }
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
@@ -358,7 +358,9 @@ def run_all(trainers=None, precs=("fp32",), classes=(100,), iters=5, warmup=1, b
     from vlpeft.engine import TRAINER_REGISTRY
     from vlpeft.engine.utils import atomic_write_text
 
-    trainers = list(trainers or TRAINER_REGISTRY.registered_names())
+    registered = TRAINER_REGISTRY.registered_names()
+    trainers = list(trainers or [t for t in BENCH_CONFIGS if t in registered] +
+                    [t for t in registered if t not in BENCH_CONFIGS])
     missing = [t for t in trainers if t not in BENCH_CONFIGS]
     if missing:
         raise KeyError(f"no benchmark config for {missing}: add their ViT-B/16 recipes to vlpeft.bench.BENCH_CONFIGS")
@@ -399,7 +401,12 @@ def _run_job(trainer, prec, n_classes, iters, warmup, seconds, opts, flags=()):
                str(n_classes), "--iters", str(iters), "--warmup", str(warmup), "--json", path]
         if seconds is not None:
             cmd += ["--seconds", f"{seconds:.1f}"]
-        proc = subprocess.run(cmd + list(flags) + list(opts), capture_output=True, text=True)
+        limit = None if seconds is None else 2 * seconds + 60  # a job that overruns its share is stopped
+        try:
+            proc = subprocess.run(cmd + list(flags) + list(opts), capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            return {"trainer": trainer, "prec": prec, "classes": n_classes,
+                    "error": f"stopped after {limit:.0f} s (its share of --budget was {seconds:.0f} s)"}
         if proc.returncode != 0 or not osp.isfile(path):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             return {"trainer": trainer, "prec": prec, "classes": n_classes, "error": tail[0]}
