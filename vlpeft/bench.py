@@ -196,10 +196,10 @@ def _mib(n_bytes):
 
 
 def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random_clip, against=None, rounds=3,
-        profile=False, quiet=False):
+        profile=False, quiet=False, seconds=None):
     """Measure (and print unless ``quiet``); returns the numbers as a dict. ``clip_builder(name, seed=...)`` makes the
     random-weight CLIP (ViT-B/16 shapes by default); ``against``: the config of a second trainer whose evaluation is
-    timed against this one's."""
+    timed against this one's; ``seconds``: fewer timed iterations when ``iters`` would not fit (at least one)."""
     say = (lambda *a, **k: None) if quiet else print
     torch.manual_seed(seed)
     classnames = [f"class {i}" for i in range(n_classes)]
@@ -224,6 +224,17 @@ def run(cfg, n_classes=100, iters=5, warmup=2, seed=0, clip_builder=build_random
     def evaluate(t):
         with torch.no_grad():
             t.model_inference(x_test)
+
+    if seconds is not None:  # one untimed step estimates the cost; an iteration times four such things
+        start = time.perf_counter()
+        if trains:
+            trainer.set_model_mode("train")
+            trainer_train()
+        else:
+            trainer.set_model_mode("eval")
+            evaluate(trainer)
+        step = time.perf_counter() - start
+        iters = max(1, min(iters, int(seconds / (6 * step + 1e-9)) - warmup))
 
     plain = cast_clip(clip_builder(cfg.MODEL.BACKBONE.NAME, seed=seed), trainer_dtype(trainer)).to(device)
     surgery = getattr(trainer.model, "surgery", None)
@@ -476,9 +487,6 @@ def main(argv=None):
                        args.budget, args.out, args.opts, flags)
     if not args.trainer:
         parser.error("--trainer or --all is required")
-    iters = args.iters
-    if args.seconds is not None:
-        iters = _iters_within(args, iters)
     result = None
     sizes = dict(tiny=args.tiny, batch_size=args.batch_size, test_batch_size=args.test_batch_size)
     clip_builder = tiny_clip if args.tiny else build_random_clip
@@ -486,36 +494,13 @@ def main(argv=None):
         for n in args.classes:
             cfg = bench_cfg(args.trainer, args.config_file, prec, args.opts, **sizes)
             against = bench_cfg(args.against[0], args.against[1], prec, args.opts, **sizes) if args.against else None
-            result = run(cfg, n_classes=n, iters=iters, warmup=args.warmup, against=against, rounds=args.rounds,
-                         profile=args.profile, clip_builder=clip_builder)
+            result = run(cfg, n_classes=n, iters=args.iters, warmup=args.warmup, against=against, rounds=args.rounds,
+                         profile=args.profile, clip_builder=clip_builder, seconds=args.seconds)
     if args.json and result is not None:
         from vlpeft.engine.utils import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _iters_within(args, iters):
-    """Timed iterations that fit a job into ``--seconds`` (each iteration times four things: trainer and plain CLIP,
-    train and eval), from a quick estimate of one step; at least one."""
-    cfg = bench_cfg(args.trainer, args.config_file, (args.prec or [None])[0], args.opts, tiny=args.tiny,
-                    batch_size=args.batch_size, test_batch_size=args.test_batch_size)
-    trainer = build_bench_trainer(cfg, [f"class {i}" for i in range(args.classes[0])],
-                                  clip_builder=tiny_clip if args.tiny else build_random_clip)
-    size, bs = tuple(cfg.INPUT.SIZE), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-    x = torch.randn(bs, 3, *size, device=trainer.device)
-    y = torch.zeros(bs, dtype=torch.long, device=trainer.device)
-    start = time.perf_counter()
-    if cfg.TRAINER.NAME in ZERO_SHOT:
-        trainer.set_model_mode("eval")
-        with torch.no_grad():
-            trainer.model_inference(x)
-    else:
-        trainer.batch_idx, trainer.num_batches = 0, 10**9
-        trainer.forward_backward({"img": x, "label": y, "domain": y})
-    step = time.perf_counter() - start
-    del trainer
-    return max(1, min(iters, int(args.seconds / (6 * step + 1e-9)) - args.warmup))
 
 
 if __name__ == "__main__":

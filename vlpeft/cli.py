@@ -181,11 +181,10 @@ def check_eval_only(cfg, args, trainer_class):
         if not osp.isdir(args.model_dir):
             raise FileNotFoundError(f'--model-dir "{args.model_dir}" does not exist')
         if args.load_epoch is not None:
-            folders = [d for d in sorted(os.listdir(args.model_dir))
-                       if saved_epochs(osp.join(args.model_dir, d))]
-            if folders and not any(args.load_epoch in saved_epochs(osp.join(args.model_dir, d))
-                                   for d in folders):
-                found = ", ".join(f"{d}: {saved_epochs(osp.join(args.model_dir, d))}" for d in folders)
+            epochs = {d: saved_epochs(osp.join(args.model_dir, d)) for d in sorted(os.listdir(args.model_dir))}
+            epochs = {d: e for d, e in epochs.items() if e}
+            if epochs and not any(args.load_epoch in e for e in epochs.values()):
+                found = ", ".join(f"{d}: {e}" for d, e in epochs.items())
                 raise FileNotFoundError(
                     f'--load-epoch {args.load_epoch}: no "model.pth.tar-{args.load_epoch}" in "{args.model_dir}". '
                     f"Epochs saved there: {found}")
@@ -201,8 +200,10 @@ def check_eval_only(cfg, args, trainer_class):
             f'{_safe_eval_dir(cfg)}" (with --model-dir "{args.model_dir or out}").')
     if record:
         saved = osp.join(out, "config.yaml")
-        same_config = osp.isfile(saved) and not list(_diff_keys(_comparable(open(saved).read()),
-                                                                  _comparable(_config_text(cfg))))
+        same_config = False
+        if osp.isfile(saved):
+            with open(saved) as f:
+                same_config = not list(_diff_keys(_comparable(f.read()), _comparable(_config_text(cfg))))
         same_model = (record.get("model_dir") == args.model_dir and record.get("load_epoch") == args.load_epoch)
         if not (same_config and same_model):
             raise FileExistsError(

@@ -44,7 +44,7 @@ import traceback
 import torch
 from tabulate import tabulate
 
-from vlpeft.bench import BENCH_CONFIGS, bench_config_file
+from vlpeft.bench import BENCH_CONFIGS
 from vlpeft.engine.utils import atomic_write_text
 
 # Each registered trainer's ViT-B/16 base-to-new config (the default of its scripts/<trainer>/ base2new protocol).
