@@ -203,6 +203,29 @@ def test_both_engines_give_identical_runs(eurosat_root, tiny_clip_path, tmp_path
         assert runs["dassl"][0][key] == pytest.approx(runs["vlpeft"][0][key])
 
 
+def test_dpc_on_a_coop_backbone_trains_identically_on_both_engines(eurosat_root, tiny_clip_path, tmp_path):
+    """DPC on Dassl's loop (its data loader wrapped by the look-ahead, negatives loaded in threads): the same losses
+    as on vlpeft's engine; its checkpoint evaluates alone on the new classes, with the backbone's accuracy."""
+    base = {"DATASET.SUBSAMPLE_CLASSES": "base"}
+    backbone = str(tmp_path / "backbone")
+    _train_py("dassl", "CoOp", eurosat_root, backbone, tiny_clip_path, **base)
+    dpc_opts = ["TRAINER.DPC.BACKBONE_DIR", backbone, "TRAINER.DPC.WORKERS", 2]
+    runs = {}
+    for engine in ("dassl", "vlpeft"):
+        out = str(tmp_path / f"dpc_{engine}")
+        _train_py(engine, "DPC", eurosat_root, out, tiny_clip_path, COOP_OPTS + dpc_opts,
+                  **{**base, "DATALOADER.TRAIN_X.BATCH_SIZE": 4})
+        runs[engine] = LOSS_LINE.findall(_log(out))
+        assert "DPC epoch 2:" in _log(out)
+    assert runs["dassl"] == runs["vlpeft"] and len(runs["dassl"]) > 0
+    new = {"DATASET.SUBSAMPLE_CLASSES": "new"}
+    dpc_new, _ = _train_py("dassl", "DPC", eurosat_root, str(tmp_path / "dpc_new"), tiny_clip_path, COOP_OPTS,
+                           eval_from=str(tmp_path / "dpc_dassl"), **new, **{"TRAINER.DPC.OMEGA_NEW": 0.0})
+    coop_new, _ = _train_py("dassl", "CoOp", eurosat_root, str(tmp_path / "coop_new"), tiny_clip_path,
+                            eval_from=backbone, **new)
+    assert dpc_new["accuracy"] == coop_new["accuracy"]
+
+
 @pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "ZeroshotCLIP2"])
 def test_zeroshot_clip_matches_vlpeft_engine(trainer, eurosat_root, tiny_clip_path, tmp_path):
     accs = {}

@@ -30,6 +30,9 @@ CASES = {
     "coop/fewshot_all.sh": [((), 5, EUROSAT)],
     "coop/main.sh": [(("eurosat", "vit_b16_ep50", "end", "16", "1", "False"), 1, EUROSAT)],
     "dip/sweep.sh": [((), 1, EUROSAT), (("DIPMaPLe",), 1, EUROSAT)],
+    # backbone train + eval, DPC train + eval (no fewshot: not a DPC protocol)
+    "dpc/run.sh": [(("base2new",), 4, EUROSAT), (("xd",), 2 + 2 * len(XD), {"imagenet"} | XD),
+                   (("dg",), 2 + 2 * len(DG), {"imagenet"} | DG)],
     "gpu_check.sh": [((), 3, set())],  # vlpeft.gpucheck, vlpeft.bench, vlpeft.gpucheck --finish
     "testbed/run.sh": [(("--protocols", "b2n", "--trainers", "ZeroshotCLIP", "CoOp"), 1, set())],
     "zsclip/zeroshot.sh": [(("eurosat", "vit_b16"), 1, EUROSAT)],
@@ -69,7 +72,8 @@ def fake_python(tmp_path, real=True):
 
 def run_script(script, args, tmp_path, python, **env):
     base = {k: v for k, v in os.environ.items()
-            if k not in ("DATA", "OUTPUT", "DATASETS", "SEEDS", "SHOTS_LIST", "DRY_RUN", "PYTHON", "LOADEP", "CFG")}
+            if k not in ("DATA", "OUTPUT", "DATASETS", "SEEDS", "SHOTS_LIST", "DRY_RUN", "PYTHON", "LOADEP", "CFG",
+                         "BASE", "BACKBONE_CFG", "DPC_CFG")}
     env = {k: v for k, v in dict(base, PYTHON=str(python), **env).items() if v is not None}
     return subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -175,3 +179,139 @@ def test_default_output_root_is_the_repository_output_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]  # "Run this job and save the output to DIR" or "Results are available in DIR"
     assert re.search(r" output/base2new/train_base/eurosat/shots_16/IVLP/vit_b16_c2_ep20_batch4_4\+4ctx/seed1\b", first)
+
+
+# ---- scripts/dpc/run.sh: the backbone, then DPC on top of it (TRAINER.DPC.BACKBONE_DIR), each evaluated
+DPC_CONFIGS = {"CoOp": ("vit_b16_ep20_lr35", "coop_vit_b16_ep20_bs4_top8"),  # BASE -> (backbone cfg, DPC cfg)
+               "MaPLe": ("vit_b16_c2_ep20_batch32_2ctx", "maple_vit_b16_c2_ep20_bs4_top8"),
+               "PromptSRC": ("vit_b16_c2_ep20_batch32_4+4ctx", "promptsrc_vit_b16_c2_ep20_bs4_top8")}
+XD_ORDER = ["caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd",
+            "eurosat", "ucf101"]
+DG_ORDER = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+
+
+def option(tokens, name):
+    """The single token following NAME (None when absent)."""
+    found = [tokens[i + 1] for i, t in enumerate(tokens) if t == name]
+    assert len(found) <= 1, tokens
+    return found[0] if found else None
+
+
+def job(tokens):
+    """A printed train.py command as the facts the DPC tests check."""
+    dataset = re.fullmatch(r"configs/datasets/(\w+)\.yaml", option(tokens, "--dataset-config-file")).group(1)
+    return dict(trainer=option(tokens, "--trainer"), out=option(tokens, "--output-dir"),
+                config=option(tokens, "--config-file"), dataset=dataset, seed=option(tokens, "--seed"),
+                model_dir=option(tokens, "--model-dir"), epoch=option(tokens, "--load-epoch"),
+                eval_only="--eval-only" in tokens, sub=option(tokens, "DATASET.SUBSAMPLE_CLASSES"),
+                shots=option(tokens, "DATASET.NUM_SHOTS"), backbone_dir=option(tokens, "TRAINER.DPC.BACKBONE_DIR"))
+
+
+def expected_dpc_jobs(out, base, bb, dpc, protocol, datasets, seeds, bb_ep, dpc_ep):
+    """The jobs of scripts/dpc/run.sh in order, written out from the output-folder scheme of scripts/common.sh."""
+    bb_config, dpc_config = f"configs/trainers/{base}/{bb}.yaml", f"configs/trainers/DPC/{dpc}.yaml"
+    jobs = []
+    if protocol == "base2new":
+        for ds in datasets:
+            for s in seeds:
+                bb_dir = f"{out}/base2new/train_base/{ds}/shots_16/{base}/{bb}/seed{s}"
+                dpc_dir = f"{out}/base2new/train_base/{ds}/shots_16/DPC/{dpc}/seed{s}"
+                common = dict(dataset=ds, seed=s, shots="16", backbone_dir=None)
+                jobs += [dict(common, trainer=base, out=bb_dir, config=bb_config, model_dir=None, epoch=None,
+                              eval_only=False, sub="base"),
+                         dict(common, trainer=base, out=f"{out}/base2new/test_new/{ds}/shots_16/{base}/{bb}/seed{s}",
+                              config=bb_config, model_dir=bb_dir, epoch=bb_ep, eval_only=True, sub="new"),
+                         dict(common, trainer="DPC", out=dpc_dir, config=dpc_config, model_dir=None, epoch=None,
+                              eval_only=False, sub="base", backbone_dir=bb_dir),
+                         dict(common, trainer="DPC", out=f"{out}/base2new/test_new/{ds}/shots_16/DPC/{dpc}/seed{s}",
+                              config=dpc_config, model_dir=dpc_dir, epoch=dpc_ep, eval_only=True, sub="new")]
+    else:
+        targets = XD_ORDER if protocol == "xd" else DG_ORDER
+        for s in seeds:
+            for trainer, cfg, config, backbone_dir, epoch in (
+                    (base, bb, bb_config, None, bb_ep),
+                    ("DPC", dpc, dpc_config, f"{out}/imagenet/{base}/{bb}_16shots/seed{s}", dpc_ep)):
+                train_dir = f"{out}/imagenet/{trainer}/{cfg}_16shots/seed{s}"
+                jobs.append(dict(trainer=trainer, out=train_dir, config=config, dataset="imagenet", seed=s,
+                                 model_dir=None, epoch=None, eval_only=False, sub=None, shots="16",
+                                 backbone_dir=backbone_dir))
+                jobs += [dict(trainer=trainer, out=f"{out}/evaluation/{trainer}/{cfg}_16shots/{t}/seed{s}",
+                              config=config, dataset=t, seed=s, model_dir=train_dir, epoch=epoch, eval_only=True,
+                              sub=None, shots=None, backbone_dir=None) for t in targets]
+    return jobs
+
+
+def max_epoch(config):
+    import yaml
+    return str(yaml.safe_load((REPO / config).read_text())["OPTIM"]["MAX_EPOCH"])
+
+
+@pytest.mark.parametrize("protocol", ["base2new", "xd", "dg"])
+@pytest.mark.parametrize("base", sorted(DPC_CONFIGS))
+def test_dpc_trains_on_the_backbone_it_just_trained_and_evaluates_its_own_folder(tmp_path, base, protocol):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpc/run.sh", [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat dtd", SEEDS="1 3",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"), BASE=base)
+    assert proc.returncode == 0, proc.stderr
+    jobs = [job(tokens) for tokens in commands(proc.stdout, python)]
+    bb, dpc = DPC_CONFIGS[base]
+    bb_ep = max_epoch(f"configs/trainers/{base}/{bb}.yaml")
+    dpc_ep = max_epoch(f"configs/trainers/DPC/{dpc}.yaml")
+    assert jobs == expected_dpc_jobs(out, base, bb, dpc, protocol, ["eurosat", "dtd"], ["1", "3"], bb_ep, dpc_ep)
+    # the same, spelled out: each DPC training follows the training of the backbone it names (same dataset and
+    # seed), and each DPC evaluation loads that DPC training folder
+    trains = [j for j in jobs if not j["eval_only"]]
+    for i, j in enumerate(jobs):
+        if j["trainer"] == "DPC" and not j["eval_only"]:
+            [backbone] = [k for k, b in enumerate(jobs) if b["out"] == j["backbone_dir"]]
+            assert backbone < i and jobs[backbone]["trainer"] == base and not jobs[backbone]["eval_only"]
+            assert (jobs[backbone]["dataset"], jobs[backbone]["seed"], jobs[backbone]["sub"], jobs[backbone]["shots"]) \
+                == (j["dataset"], j["seed"], j["sub"], j["shots"])
+        if j["trainer"] == "DPC" and j["eval_only"]:
+            assert j["model_dir"] in [t["out"] for t in trains if t["trainer"] == "DPC" and t["seed"] == j["seed"]]
+            assert j["backbone_dir"] is None  # the DPC checkpoint holds the backbone prompts
+    assert {j["seed"] for j in jobs} == {"1", "3"}
+    assert {j["dataset"] for j in trains} == ({"eurosat", "dtd"} if protocol == "base2new" else {"imagenet"})
+
+
+def test_dpc_skips_a_finished_backbone_and_still_builds_on_it(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    bb_dir = out / "base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ep20_lr35/seed1"
+    bb_dir.mkdir(parents=True)
+    (bb_dir / "results.json").write_text("{}")
+    proc = run_script("dpc/run.sh", ["base2new"], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"Results are available in {bb_dir} (results.json). Skip this job"
+    jobs = [job(tokens) for tokens in commands(proc.stdout, python)]
+    assert [(j["trainer"], j["eval_only"]) for j in jobs] == [("CoOp", True), ("DPC", False), ("DPC", True)]
+    assert jobs[0]["model_dir"] == jobs[1]["backbone_dir"] == str(bb_dir)
+
+
+def test_dpc_config_overrides_and_loadep(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpc/run.sh", ["dg"], tmp_path, python, DRY_RUN="1", SEEDS="2", OUTPUT=str(out),
+                      DATA=str(tmp_path / "data"), BASE="CoOp", BACKBONE_CFG="vit_b16_ep50", DPC_CFG=DPC_CONFIGS["CoOp"][1],
+                      LOADEP="7")
+    assert proc.returncode == 0, proc.stderr
+    jobs = [job(tokens) for tokens in commands(proc.stdout, python)]
+    assert jobs == expected_dpc_jobs(out, "CoOp", "vit_b16_ep50", DPC_CONFIGS["CoOp"][1], "dg", [], ["2"], "7", "7")
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["fewshot"], {}, "fewshot is not a DPC protocol"),
+    (["b2n"], {}, "unknown protocol 'b2n'"),
+    ([], {}, "no protocol"),
+    (["base2new"], {"BASE": "IVLP"}, "BASE must be CoOp, MaPLe or PromptSRC, got 'IVLP'"),
+    (["xd"], {"DPC_CFG": "nonexistent"}, "no config configs/trainers/DPC/nonexistent.yaml"),
+    (["xd"], {"BACKBONE_CFG": "nonexistent", "BASE": "MaPLe"}, "no config configs/trainers/MaPLe/nonexistent.yaml"),
+    (["dg"], {"BASE": "MaPLe", "DPC_CFG": "coop_vit_b16_ep20_bs4_top8"}, "is DPC on CoOp (TRAINER.DPC.BASE), but BASE "
+                                                                         "is MaPLe"),
+])
+def test_dpc_refuses_what_it_cannot_run_with_exit_2(tmp_path, args, env, message):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpc/run.sh", args, tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"), **env)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not out.exists()

@@ -63,6 +63,7 @@ BENCH_CONFIGS = {
     "DsRA": "DsRA/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
     "DIP": "DIP/vit_b16_ep20_ctxv1.yaml",
     "DIPMaPLe": "DIPMaPLe/vit_b16_c2_ep5_batch4_4ctx.yaml",
+    "DPC": "DPC/coop_vit_b16_ep20_bs4_top8.yaml",  # P = the base's init (no backbone run); random negative images
     "CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",  # last: its text side runs per image (slowest)
 }
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -137,7 +138,22 @@ def build_bench_trainer(cfg, classnames, seed=0, clip_builder=build_random_clip)
             self.lab2cname = dict(enumerate(classnames))
 
     Bench.__name__ = base.__name__
-    return Bench(cfg)
+    trainer = Bench(cfg)
+    if hasattr(trainer, "pool"):  # DPC: its negative images, served at once (python -m vlpeft.bench_dpc times them)
+        trainer.pool = RandomImages(len(classnames), tuple(cfg.INPUT.SIZE))
+    return trainer
+
+
+class RandomImages:
+    """A stand-in negative-image pool (DPC): one random image per request, ready at once."""
+
+    def __init__(self, n_classes, size):
+        self.paths = {c: [f"random-{c}"] for c in range(n_classes)}
+        self.size = size
+
+    def request(self, requests):
+        images = [torch.randn(3, *self.size) for _ in requests]
+        return SimpleNamespace(result=lambda: images)
 
 
 def plain_clip_steps(clip_model, classnames, device, vision_grad=False):

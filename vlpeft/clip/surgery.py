@@ -40,7 +40,9 @@ def text_blocks(clip_model) -> List[nn.Module]:
 
 
 def vision_blocks(clip_model) -> List[nn.Module]:
-    return list(clip_model.visual.transformer.resblocks)
+    """The residual blocks of a ViT image tower; none for a ResNet one (which takes no token edits)."""
+    transformer = getattr(clip_model.visual, "transformer", None)
+    return list(transformer.resblocks) if transformer is not None else []
 
 
 def _batch_first(block) -> bool:

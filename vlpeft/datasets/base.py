@@ -509,7 +509,11 @@ class CoOpDataset(DatasetBase):
         return read_split(filepath, path_prefix, name=type(self).__name__)
 
     def finish(self, train, val, test):
+        """Few-shot step, then the class subset; ``train_full`` keeps the whole train split of the selected classes
+        (what DPC's negative-image pool ``split_train`` draws from)."""
+        full = train
         train, val = fewshot_split(self, train, val, self.num_shots, self.seed, self.dataset_dir,
                                    self.fewshot_cache_dir)
-        train, val, test = subsample_classes(train, val, test, subsample=self.subsample)
+        train, val, test, full = subsample_classes(train, val, test, full, subsample=self.subsample)
         DatasetBase.__init__(self, train_x=train, val=val, test=test)
+        self.train_full = full

@@ -72,10 +72,12 @@ class ImageNet(CoOpDataset):
             test = self.read_data(classnames, "val")
             self._save_preprocessed(train, test)
 
+        full = train
         train, _ = base.fewshot_split(self, train, None, self.num_shots, self.seed, self.dataset_dir,
                                       self.fewshot_cache_dir)
-        train, test = base.subsample_classes(train, test, subsample=self.subsample)
+        train, test, full = base.subsample_classes(train, test, full, subsample=self.subsample)
         base.DatasetBase.__init__(self, train_x=train, val=test, test=test)
+        self.train_full = full  # the whole train split of the selected classes (DPC's negative pool)
 
     def _preprocessed_paths(self):
         beside = osp.join(self.dataset_dir, "preprocessed.pkl")

@@ -23,6 +23,7 @@ class ImageNetVariant(DatasetBase):
         classnames = load_classnames(self.dataset_dir)
         data = self.read_data(classnames)
         DatasetBase.__init__(self, train_x=data, test=data)
+        self.train_full = data
 
     def class_folders(self):
         """Sorted non-hidden sub-folders of the image folder, minus ``ignored``; label = index."""

@@ -31,26 +31,42 @@ ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
 
 
 def config_file(trainer):
-    name = "CoOp" if trainer in ZERO_SHOT else trainer
-    path = packaged_config("trainers", name, "testbed.yaml")
+    """``configs/trainers/<Trainer>/testbed.yaml``; a variant ``<Trainer>_<v>`` (e.g. ``DPC_maple``) reads
+    ``testbed_<v>.yaml`` of that trainer."""
+    name, _, variant = trainer.partition("_")
+    name = "CoOp" if name in ZERO_SHOT else name
+    path = packaged_config("trainers", name, f"testbed_{variant}.yaml" if variant else "testbed.yaml")
     if not osp.isfile(path):
         raise FileNotFoundError(f"{trainer} has no testbed config: {path}")
     return path
 
 
 def testbed_trainers():
-    """Registered trainers that have a testbed config (every vlpeft trainer should)."""
+    """Registered trainers that have a testbed config (every vlpeft trainer should), then their variants."""
     import vlpeft.trainers  # noqa: F401
     from vlpeft.engine import TRAINER_REGISTRY
 
     names = []
     for name in TRAINER_REGISTRY.registered_names():
         try:
-            config_file(name)
-            names.append(name)
+            folder = osp.dirname(config_file(name))
         except FileNotFoundError:
-            pass
+            continue
+        names.append(name)
+        if name not in ZERO_SHOT:
+            names += sorted(f"{name}_{f[len('testbed_'):-len('.yaml')]}" for f in os.listdir(folder)
+                            if f.startswith("testbed_") and f.endswith(".yaml"))
     return names
+
+
+def backbone_of(trainer):
+    """The base trainer a second-stage trainer (DPC) is trained on top of, from its testbed config; else None."""
+    import yaml
+
+    if trainer.partition("_")[0] != "DPC":
+        return None
+    with open(config_file(trainer)) as f:
+        return yaml.safe_load(f)["TRAINER"]["DPC"]["BASE"]
 
 
 @contextmanager
@@ -83,14 +99,20 @@ def run_train(flags, opts, output_dir, quiet=True):
 
 
 def _flags(trainer, seed, root):
-    return ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file(trainer)]
+    return ["--root", root, "--seed", seed, "--trainer", trainer.partition("_")[0], "--config-file",
+            config_file(trainer)]
 
 
 def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, opts=()):
     """Train on base classes, test base and new; returns {"base", "new", "elapsed_s", "reused" (both records were
-    there already), "finished_at", "dir"}. ``opts``: config overrides."""
+    there already), "finished_at", "dir"}. ``opts``: config overrides. A second-stage trainer (DPC) first runs its
+    backbone's base-to-new (or reuses it) and trains on top of that run."""
     out = osp.join(output, "b2n", dataset, trainer, f"seed{seed}")
     flags = _flags(trainer, seed, root)
+    backbone = backbone_of(trainer)
+    if backbone:
+        first = base_to_new(backbone, dataset, seed, output, root, shots, quiet)
+        opts = [*opts, "TRAINER.DPC.BACKBONE_DIR", osp.join(first["dir"], "train_base")]
     opts = ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts]
     if trainer in ZERO_SHOT:
         base = run_train(flags + ["--eval-only"], opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
@@ -109,6 +131,11 @@ def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, o
 def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True, opts=()):
     out = osp.join(output, "fewshot", dataset, trainer, f"{shots}shots", f"seed{seed}")
     flags = _flags(trainer, seed, root) + (["--eval-only"] if trainer in ZERO_SHOT else [])
+    backbone = backbone_of(trainer)
+    if backbone:
+        few_shot(backbone, dataset, seed, shots, output, root, quiet)
+        opts = [*opts, "TRAINER.DPC.BACKBONE_DIR", osp.join(output, "fewshot", dataset, backbone, f"{shots}shots",
+                                                            f"seed{seed}")]
     res = run_train(flags, ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts], out, quiet)
     return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"], "reused": res["reused"]}
 

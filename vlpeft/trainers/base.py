@@ -12,6 +12,7 @@
   :class:`vlpeft.clip.surgery.ClipSurgery`) are folded into the frozen weights, re-folded from the current tensors
   at every switch to eval mode, and restored exactly on the switch back to training.
 """
+import functools
 import os.path as osp
 
 import torch
@@ -78,19 +79,27 @@ class VersionedCache:
     (inference only).
 
     The key is the identity and in-place version counter of every tensor the text side reads, so an optimizer step
-    or a ``load_state_dict`` invalidates the cache without any bookkeeping.
+    or a ``load_state_dict`` invalidates the cache without any bookkeeping. A change the tensors cannot show (e.g.
+    DPC switching the prompts its parametrisations return) calls :meth:`invalidate_all`.
     """
+
+    _generation = 0
 
     def __init__(self):
         self._key = None
         self._value = None
+
+    @classmethod
+    def invalidate_all(cls):
+        """Make every cache recompute on its next use."""
+        cls._generation += 1
 
     def get(self, tensors, compute, state=None):
         """``compute()``, or its cached value if ``tensors`` (and the hashable ``state``) are unchanged."""
         if torch.is_grad_enabled():
             self._key = self._value = None
             return compute()
-        key = (state,) + tuple((id(t), t._version) for t in tensors)
+        key = (state, VersionedCache._generation) + tuple((id(t), t._version) for t in tensors)
         if key != self._key:
             self._value = compute()
             self._key = key
@@ -252,7 +261,15 @@ class ClipTrainer(TrainerX):
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
                 "rng_state": rng_state,
+                **self.checkpoint_extras(),
             }, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def checkpoint_extras(self):
+        """Entries a method adds to its checkpoints (e.g. DPC: the classes it was trained on)."""
+        return {}
+
+    def after_load_checkpoint(self, checkpoint):
+        """Called by :meth:`load_model` after a checkpoint's weights are loaded."""
 
     def resume_model_if_exist(self, directory):
         """Dassl's resume (weights, optimizer, scheduler of the latest checkpoint), plus the random-number states;
@@ -289,6 +306,36 @@ class ClipTrainer(TrainerX):
                           if k.split(".")[-1] not in CLASS_DEPENDENT_BUFFERS}
             print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
             self._models[name].load_state_dict(state_dict, strict=True)
+            self.after_load_checkpoint(checkpoint)
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(trainer_cls, base_cls, config_node):
+    return type(trainer_cls.__name__, (trainer_cls, base_cls), {
+        "CONFIG_NODE": config_node, "__module__": trainer_cls.__module__, "__qualname__": trainer_cls.__qualname__})
+
+
+class PlugInTrainer(ClipTrainer):
+    """A method applied on top of another trainer, chosen by ``cfg.TRAINER.<CONFIG_NODE>.BASE`` among ``BASES``.
+
+    An instance is of the class composed over that base (the plug-in first in its MRO, named as the plug-in), so the
+    base builds its model and runs its schedule, and the plug-in overrides what it changes (e.g. hooking
+    ``register_learner``). The composed class reads the base's config node (:meth:`base_config_node`)."""
+
+    BASES = {}
+
+    @classmethod
+    def base_config_node(cls, base_cls):
+        return base_cls.CONFIG_NODE
+
+    def __new__(cls, cfg, *args, **kwargs):
+        base = cfg.TRAINER[cls.CONFIG_NODE].BASE
+        if base not in cls.BASES:
+            raise ValueError(f'TRAINER.{cls.CONFIG_NODE}.BASE must be one of {sorted(cls.BASES)}, got "{base}"')
+        base_cls = cls.BASES[base]
+        if not issubclass(cls, base_cls):
+            cls = _composed(cls, base_cls, cls.base_config_node(base_cls))
+        return super().__new__(cls)
 
 
 def freeze(module: nn.Module):

@@ -12,7 +12,6 @@ and ``c_fc``; the trainer evaluates on the merged weights (:meth:`ClipTrainer.se
 adapters with the prompts. Plug-in variants (Table 5): ``TRAINER.DSRA.BASE`` KgCoOp / ProGrad adds the same adapters
 to those methods (their prompts, losses, schedules; their zero-shot teachers stay plain CLIP).
 """
-import functools
 import math
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn as nn
 from vlpeft.config import trainer_config
 from vlpeft.engine import register_trainer
 
-from .base import ClipTrainer
+from .base import PlugInTrainer
 from .kgcoop import KgCoOp
 from .prograd import ProGrad
 from .promptsrc import PromptSRC
@@ -108,16 +107,8 @@ def add_dual_shared_adapters(model, adapters):
 BASES = {"PromptSRC": PromptSRC, "KgCoOp": KgCoOp, "ProGrad": ProGrad}
 
 
-@functools.lru_cache(maxsize=None)
-def _on_base(trainer_cls, base_cls):
-    """``trainer_cls`` composed over ``base_cls``: the base's model, losses and schedule, the adapters added."""
-    node = "DSRA" if base_cls is PromptSRC else base_cls.CONFIG_NODE
-    return type(trainer_cls.__name__, (trainer_cls, base_cls),
-                {"CONFIG_NODE": node, "__module__": trainer_cls.__module__, "__qualname__": trainer_cls.__qualname__})
-
-
 @register_trainer
-class DsRA(ClipTrainer):
+class DsRA(PlugInTrainer):
     """Dual-shared adapters on the base method ``TRAINER.DSRA.BASE`` (PromptSRC by default; KgCoOp or ProGrad for
     the paper's Table 5). An instance is of the class composed over that base (``DsRA`` first in its MRO), so the
     base's model, losses and schedule run unchanged; the base's learner ``prompt_learner`` holds the adapters too.
@@ -125,12 +116,11 @@ class DsRA(ClipTrainer):
     keys (``TRAINER.COOP``, ``LOSS``), and the adapter keys from ``TRAINER.DSRA``."""
 
     CONFIG_NODE = "DSRA"
+    BASES = BASES
 
-    def __new__(cls, cfg, *args, **kwargs):
-        base = cfg.TRAINER.DSRA.BASE
-        if base not in BASES:
-            raise ValueError(f'TRAINER.DSRA.BASE must be one of {sorted(BASES)}, got "{base}"')
-        return super().__new__(cls if issubclass(cls, BASES[base]) else _on_base(cls, BASES[base]))
+    @classmethod
+    def base_config_node(cls, base_cls):
+        return "DSRA" if base_cls is PromptSRC else base_cls.CONFIG_NODE
 
     def register_learner(self, name, learner, model=None):
         c = self.cfg.TRAINER.DSRA

@@ -72,12 +72,13 @@ class VLPromptLearner(nn.Module):
         return self.classes.tokenized_prompts
 
     def attach(self, surgery: ClipSurgery):
-        for layer, prompt in enumerate(self.text_deep, start=1):
-            surgery.write("text", layer, 1, lambda p=prompt: p)
+        # the closures read the attributes at call time, so a parametrised prompt (DPC) is seen as it is now
+        for layer in range(1, len(self.text_deep) + 1):
+            surgery.write("text", layer, 1, lambda i=layer - 1: self.text_deep[i])
         if self.vision_ctx is not None:
             surgery.append("vision", lambda: self.vision_ctx)
-        for layer, prompt in enumerate(self.vision_deep, start=1):
-            surgery.write("vision", layer, -self.n_ctx_vision, lambda p=prompt: p)
+        for layer in range(1, len(self.vision_deep) + 1):
+            surgery.write("vision", layer, -self.n_ctx_vision, lambda i=layer - 1: self.vision_deep[i])
 
     def forward(self):
         """Prompt embeddings [n_cls, 77, D] of the first layer."""

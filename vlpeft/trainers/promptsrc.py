@@ -114,7 +114,7 @@ class PromptSRC(IVLP):
 
     def before_train(self):
         super().before_train()
-        if 0 < self.start_epoch < self.max_epoch:
+        if self.gpa is not None and 0 < self.start_epoch < self.max_epoch:
             raise RuntimeError(
                 f"{type(self).__name__} aggregates the prompts of every epoch (GPA) and cannot resume at epoch "
                 f"{self.start_epoch + 1}: remove {self.output_dir} (or use a new --output-dir) and train again")
