@@ -94,6 +94,7 @@ def test_step_zero_is_the_backbone(base, weighting, tmp_path, eurosat_root, tiny
     dpc.set_model_mode("eval")
     expected = backbone.model_inference(images)
     assert torch.equal(dpc.model_inference(images), expected)  # P + (theta - P) / w_b is P exactly at theta = P
+    assert dpc.reuse_image_features == (base == "CoOp")  # deep vision prompts: the sampler's features are P's
     learner = dpc._models["prompt_learner"]
     # theta starts at P and is the only trainable tensor; P is a buffer
     for m in couplings(learner):
@@ -298,8 +299,13 @@ def test_the_loss_decreases_on_a_fixed_hard_negative_batch(tmp_path, eurosat_roo
                                                         "OUTPUT_DIR": str(tmp_path / "out")})
     dpc.before_train()
     batch = next(iter(dpc.train_loader_x))
-    images, labels = dpc.hard_negative_batch(batch)
+    images, labels, known = dpc.hard_negative_batch(batch)
     assert images.shape[0] == labels.shape[0] > batch["img"].shape[0]
+    # CoOp leaves the image tower alone: the sampler's features of the batch images are the step's
+    rows, features = known
+    assert len(rows) == batch["img"].shape[0] and all(labels[rows].cpu() == batch["label"])
+    with torch.no_grad():
+        torch.testing.assert_close(features, dpc.model.image_features(images[rows]), atol=1e-5, rtol=1e-5)
     optim = dpc._optims["prompt_learner"]
     losses = []
     for _ in range(15):

@@ -1,6 +1,7 @@
 """The CPU testbed: the generated world, the downstream datasets, the pretraining shortcuts, the shipped tiny CLIP
 and the embedded default of train.py."""
 import json
+import os
 import os.path as osp
 import random
 
@@ -165,3 +166,33 @@ def test_default_train_py_runs_base_to_new(small_testbed, tmp_path, capsys):
     assert "trainer" in out and "base" in out and "H" in out
     assert osp.isfile(osp.join(str(tmp_path), "b2n", "TestbedScenes", "CoOp", "seed1", "test_new",
                                "results.json"))
+
+
+def test_accuracy_table_runs_dpc_on_top_of_its_backbone_run(tmp_path, monkeypatch):
+    """Every registered trainer and variant has a testbed config; DPC variants train their backbone first (or reuse
+    it) and pass its train_base folder; the evaluation runs get the same options."""
+    import vlpeft.testbed.accuracy as acc
+
+    names = acc.testbed_trainers()
+    assert {"DPC", "DPC_maple", "DPC_promptsrc"} <= set(names)
+    assert [acc.backbone_of(n) for n in ("DPC", "DPC_maple", "DPC_promptsrc", "CoOp")] == \
+        ["CoOp", "MaPLe", "PromptSRC", None]
+    assert acc.config_file("DPC_maple").endswith("DPC/testbed_maple.yaml")
+    calls = []
+
+    def fake_run_train(flags, opts, output_dir, quiet=True):
+        calls.append((flags[flags.index("--trainer") + 1], output_dir, list(map(str, opts))))
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+            f.write("OPTIM:\n  MAX_EPOCH: 3\n")
+        return {"accuracy": 50.0, "elapsed_s": 1.0, "reused": False}
+
+    monkeypatch.setattr(acc, "run_train", fake_run_train)
+    acc.base_to_new("DPC_maple", "TestbedScenes", 2, str(tmp_path))
+    trainers = [c[0] for c in calls]
+    assert trainers == ["MaPLe", "MaPLe", "DPC", "DPC"]  # backbone train, its new-class test, DPC train, DPC test
+    backbone_dir = calls[0][1]
+    assert backbone_dir == os.path.join(str(tmp_path), "b2n", "TestbedScenes", "MaPLe", "seed2", "train_base")
+    for _, out, opts in calls[2:]:
+        assert opts[opts.index("TRAINER.DPC.BACKBONE_DIR") + 1] == backbone_dir
+        assert out.startswith(os.path.join(str(tmp_path), "b2n", "TestbedScenes", "DPC_maple", "seed2"))

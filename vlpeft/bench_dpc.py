@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import tempfile
 import time
 
@@ -61,11 +62,22 @@ def _cfg(args, root, clip_name, clip_path, trainer, out, **extra):
 
 
 def run(args):
+    """Generate the data, train, time; the generated files are removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix="vlpeft-bench-dpc-")
+    try:
+        return _run(args, tmp)
+    finally:
+        from vlpeft.engine.utils import close_logger
+
+        close_logger()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, tmp):
     import vlpeft.trainers  # noqa: F401
     from vlpeft.datasets.synthetic import make_layout
     from vlpeft.engine import build_trainer, set_random_seed
 
-    tmp = tempfile.mkdtemp(prefix="vlpeft-bench-dpc-")
     make_layout("Caltech101", tmp, num_classes=args.classes, per_class=(args.images_per_class, 2, 2),
                 image_size=args.image_size, seed=0)
     clip_path = osp.join(tmp, "clip.pt")
@@ -95,9 +107,9 @@ def run(args):
         captured = {}
         inner = trainer.train_on_pairs
 
-        def capture(images, labels):
+        def capture(images, labels, known=None):
             captured["pair"] = (images, labels)
-            return inner(images, labels)
+            return inner(images, labels, known)
 
         trainer.train_on_pairs = capture
         try:
@@ -115,7 +127,7 @@ def run(args):
         return summary
 
     trainer.forward_backward = timed_forward_backward
-    trainer.train()
+    trainer.train()  # closes the pool (DPC.after_train)
 
     trainer.set_model_mode("train")
     reference = []

@@ -362,6 +362,10 @@ class DPC(PlugInTrainer):
         if k != c.TOPK:
             print(f"DPC: TOPK {c.TOPK} clamped to {k}, the number of training classes")
         self.topk = k
+        # a learner that leaves the image tower alone (CoOp, KgCoOp, ProGrad): the sampler's image features of the
+        # batch are the step's, so the step encodes only the negative images
+        surgery = self.model.surgery
+        self.reuse_image_features = "vision" not in surgery.edited_towers and not surgery.has_weight_edits
         self.pool = None  # the negative-image pool, built at the start of training (before_train)
         self._sampler_text = None
         self._pending = None
@@ -497,38 +501,45 @@ class DPC(PlugInTrainer):
 
     # ------------------------------------------------------------------ sampler
     @torch.no_grad()
-    def sampler_probs(self, images):
-        """``softmax(100 cos(f, g))`` over the training classes with the frozen backbone prompts ``P`` [b, C]."""
+    def sampler_scores(self, images):
+        """``softmax(100 cos(f, g))`` [b, C] over the training classes with the frozen backbone prompts ``P``, and
+        the normalised image features ``f``."""
         with prompt_mode(self.learner, "backbone"), self.autocast():
             if self._sampler_text is None:
                 self._sampler_text = self.model.text_features().detach()
             features = self.model.image_features(images)
-        return (100.0 * features.float() @ self._sampler_text.float().t()).softmax(dim=-1)
+        return (100.0 * features.float() @ self._sampler_text.float().t()).softmax(dim=-1), features
+
+    def sampler_probs(self, images):
+        return self.sampler_scores(images)[0]
 
     def request_negatives(self, batch):
-        """Choose the negatives of ``batch`` and start loading their images: ``(negatives, pending images)``."""
+        """Choose the negatives of ``batch`` and start loading their images: ``(negatives, pending images, image
+        features of the batch when the step can reuse them)``."""
         images = batch["img"]
         if isinstance(images, (list, tuple)):
             raise ValueError("DPC takes one view per training image")
-        probs = self.sampler_probs(images.to(self.device)).cpu()
-        negatives = choose_negatives(probs, batch["label"].tolist(), self.topk, self.n_classes, random,
+        probs, features = self.sampler_scores(images.to(self.device))
+        negatives = choose_negatives(probs.cpu(), batch["label"].tolist(), self.topk, self.n_classes, random,
                                      self.cfg.TRAINER.DPC.MIN_NEGATIVES)
         requests = [(random.choice(self.pool.paths[c]), random.getrandbits(62)) for group in negatives for c in group]
-        return negatives, self.pool.request(requests)
+        return negatives, self.pool.request(requests), features if self.reuse_image_features else None
 
     def hard_negative_batch(self, batch):
-        """The enlarged batch ``[x_1, negatives of x_1, x_2, ...]`` and its labels (§3.3)."""
+        """The enlarged batch ``[x_1, negatives of x_1, x_2, ...]``, its labels (§3.3), and ``(rows, features)`` of
+        the batch images whose features the sampler already computed (None when the step must encode them)."""
         if self._pending is not None and self._pending[0] is batch:
-            negatives, pending = self._pending[1]
+            negatives, pending, features = self._pending[1]
         else:
-            negatives, pending = self.request_negatives(batch)
+            negatives, pending, features = self.request_negatives(batch)
         upcoming = getattr(self.train_loader_x, "upcoming", None)
         self._pending = (upcoming, self.request_negatives(upcoming)) if upcoming is not None else None
         start = time.time()
         loaded = iter(pending.result())
         self._stats["wait"] += time.time() - start
-        images, labels = [], []
+        images, labels, rows = [], [], []
         for image, label, group in zip(batch["img"], batch["label"].tolist(), negatives):
+            rows.append(len(labels))
             images.append(image)
             labels.append(label)
             for c in group:
@@ -539,7 +550,7 @@ class DPC(PlugInTrainer):
         self._stats["steps"] += 1
         self._stats["pairs"] += len(labels)
         self._stats["max_pairs"] = max(self._stats["max_pairs"], len(labels))
-        return images, labels
+        return images, labels, None if features is None else (rows, features)
 
     # ------------------------------------------------------------------ loss
     def forward_backward(self, batch):
@@ -547,11 +558,22 @@ class DPC(PlugInTrainer):
         self.step_lr_at_epoch_end()
         return {"loss": loss}
 
-    def train_on_pairs(self, images, labels):
-        """One optimisation step of L_CL on the enlarged batch; returns the loss value."""
+    def train_on_pairs(self, images, labels, known=None):
+        """One optimisation step of L_CL on the enlarged batch; returns the loss value. ``known``: ``(rows,
+        features)`` of images already encoded (their rows of ``images`` are not encoded again)."""
         with self.autocast():
             text_features = self.model.text_features()
-            image_features = self.model.image_features(images)
+            if known is None:
+                image_features = self.model.image_features(images)
+            else:
+                rows, features = known
+                todo = torch.ones(len(images), dtype=torch.bool)
+                todo[rows] = False
+                image_features = features.new_empty(len(images), features.shape[1])
+                image_features[rows] = features
+                if todo.any():
+                    image_features[todo.to(images.device)] = self.model.image_features(
+                        images[todo.to(images.device)]).to(features.dtype)
             logits = self.model.logits(image_features, text_features[labels])
             loss = contrastive_loss(logits.float(), labels, self.cfg.TRAINER.DPC.DEDUP == "mask")
         self.backward_and_update(loss)
