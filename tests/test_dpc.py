@@ -17,11 +17,15 @@ from vlpeft.trainers.dpc import (
     couplings, set_prompt_mode,
 )
 
-NODES = {"CoOp": "COOP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC"}
+NODES = {"CoOp": "COOP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC", "IVLP": "IVLP", "KgCoOp": "COOP",
+         "ProGrad": "COOP"}
 PROMPT_OPTS = {
     "CoOp": {"TRAINER.COOP.N_CTX": 4, "TRAINER.COOP.CTX_INIT": ""},
     "MaPLe": {"TRAINER.MAPLE.PROMPT_DEPTH": 2},
     "PromptSRC": {"TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": 2, "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": 2},
+    "IVLP": {"TRAINER.IVLP.PROMPT_DEPTH_TEXT": 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION": 2},
+    "KgCoOp": {"TRAINER.COOP.CTX_INIT": "a photo of a"},
+    "ProGrad": {"TRAINER.COOP.N_CTX": 6, "TRAINER.COOP.CTX_INIT": "template"},
 }
 
 
@@ -86,7 +90,8 @@ def images():
 
 @pytest.mark.parametrize("base, weighting", [("CoOp", "released"), ("CoOp", "reparametrised"),
                                              ("MaPLe", "released"), ("PromptSRC", "released"),
-                                             ("PromptSRC", "reparametrised")])
+                                             ("PromptSRC", "reparametrised"), ("IVLP", "released"),
+                                             ("KgCoOp", "released"), ("ProGrad", "released")])
 def test_step_zero_is_the_backbone(base, weighting, tmp_path, eurosat_root, tiny_clip_path, images):
     backbone, folder = _backbone(tmp_path, eurosat_root, tiny_clip_path, base)
     dpc = _dpc(eurosat_root, tiny_clip_path, folder, base, **{"TRAINER.DPC.WEIGHTING": weighting})
@@ -94,7 +99,6 @@ def test_step_zero_is_the_backbone(base, weighting, tmp_path, eurosat_root, tiny
     dpc.set_model_mode("eval")
     expected = backbone.model_inference(images)
     assert torch.equal(dpc.model_inference(images), expected)  # P + (theta - P) / w_b is P exactly at theta = P
-    assert dpc.reuse_image_features == (base == "CoOp")  # deep vision prompts: the sampler's features are P's
     learner = dpc._models["prompt_learner"]
     # theta starts at P and is the only trainable tensor; P is a buffer
     for m in couplings(learner):
@@ -102,6 +106,13 @@ def test_step_zero_is_the_backbone(base, weighting, tmp_path, eurosat_root, tiny
     thetas = [p for p in learner.parameters() if p.requires_grad]
     assert sum(p.numel() for p in thetas) == sum(p.numel() for p in backbone._models["prompt_learner"].parameters())
     assert len(thetas) == len(couplings(learner))
+    # deep vision prompts: the sampler's image features are P's, not the step's
+    assert dpc.reuse_image_features == (base in ("CoOp", "KgCoOp", "ProGrad"))
+    # and it trains: one step of L_CL on a hard-negative batch moves the parallel prompt
+    before = [p.detach().clone() for p in thetas]
+    dpc.set_model_mode("train")
+    loss = dpc.train_on_pairs(torch.randn(7, 3, 32, 32), torch.tensor([0, 3, 1, 4, 2, 0, 1]))
+    assert loss == loss and any((p.detach() - b).abs().max() > 0 for p, b in zip(thetas, before))
 
 
 @pytest.mark.parametrize("base, weighting", [("CoOp", "released"), ("CoOp", "reparametrised"),
