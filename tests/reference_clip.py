@@ -59,6 +59,51 @@ def _attention(x, sd, prefix, heads, mask, kv_tokens=None, deltas=None):
     return out @ w_out.T + sd[f"{prefix}.out_proj.bias"].to(x.dtype)
 
 
+def _dpl_attention(x, sd, p, heads, mask, options, beta):
+    """DPL's block attention, written from the paper (Eq. 3-7) and the official block's arrangement: the weighted sum
+    over options c of MHA(ln_1 x, ln_1 kv_c), where kv_c inserts the option's prompt tokens E_c [M_c, D] after the
+    first token of the text sequence (whose causal mask gets M_c leading all-visible columns: the causal mask's first
+    column, SOS, is visible to every query, so every real token keeps its causal visibility) or after the image
+    sequence; ``None`` is the option without prompt tokens."""
+    seq, batch, width = x.shape
+    h = _layer_norm(x, sd, f"{p}.ln_1")
+    out = 0
+    for option, weight in zip(options, beta):
+        if option is None:
+            out = out + weight * _attention(h, sd, f"{p}.attn", heads, mask)
+            continue
+        prompts = option.to(x.dtype)[:, None].expand(-1, batch, -1)
+        if mask is None:
+            kv = torch.cat([x, prompts], dim=0)
+            m = None
+        else:
+            kv = torch.cat([x[:1], prompts, x[1:]], dim=0)
+            m = torch.cat([mask.new_zeros(seq, option.shape[0]), mask], dim=1)
+        out = out + weight * _kv_attention(h, _layer_norm(kv, sd, f"{p}.ln_1"), sd, f"{p}.attn", heads, m)
+    return out
+
+
+def _kv_attention(q_in, kv_in, sd, prefix, heads, mask):
+    """MHA with queries from q_in [L, N, D] and keys / values from kv_in [L', N, D] (mask [L, L'] or None)."""
+    seq, batch, width = q_in.shape
+    head_dim = width // heads
+    w = sd[f"{prefix}.in_proj_weight"].to(q_in.dtype)
+    b = sd[f"{prefix}.in_proj_bias"].to(q_in.dtype)
+    q = q_in @ w[:width].T + b[:width]
+    k = kv_in @ w[width:2 * width].T + b[width:2 * width]
+    v = kv_in @ w[2 * width:].T + b[2 * width:]
+
+    def split(t):
+        return t.reshape(t.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3)
+
+    q, k, v = split(q), split(k), split(v)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(head_dim)
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)
+    out = (torch.softmax(scores, dim=-1) @ v).permute(2, 0, 1, 3).reshape(seq, batch, width)
+    return out @ sd[f"{prefix}.out_proj.weight"].to(q_in.dtype).T + sd[f"{prefix}.out_proj.bias"].to(q_in.dtype)
+
+
 def _mlp(x, sd, prefix, deltas=None):
     deltas = deltas or {}
     w_fc = sd[f"{prefix}.c_fc.weight"].to(x.dtype) + deltas.get("c_fc", 0)
@@ -75,7 +120,8 @@ def _transformer(x, sd, prefix, mask, edits=None):
     """Residual blocks on x [L, N, D]. ``edits`` (all optional, keyed by block index):
     ``write``: layer -> (start, tokens [M, D]) overwritten at the block input; ``kv``: layer -> K/V-only tokens;
     ``attn_in`` / ``mlp_in``: layer -> matrix T applied to the attention / MLP input (z T);
-    ``deltas``: layer -> {q/k/v/out/c_fc/c_proj: dW}."""
+    ``deltas``: layer -> {q/k/v/out/c_fc/c_proj: dW}; ``dpl``: layer -> (options [tokens or None], weights): DPL's
+    block (:func:`_dpl_attention`)."""
     edits = edits or {}
     width = x.shape[-1]
     heads = width // 64
@@ -90,7 +136,10 @@ def _transformer(x, sd, prefix, mask, edits=None):
         h = _layer_norm(x, sd, f"{p}.ln_1")
         if i in edits.get("attn_in", {}):
             h = h @ edits["attn_in"][i].to(h.dtype)
-        x = x + _attention(h, sd, f"{p}.attn", heads, mask, edits.get("kv", {}).get(i), deltas)
+        if i in edits.get("dpl", {}):
+            x = x + _dpl_attention(x, sd, p, heads, mask, *edits["dpl"][i])
+        else:
+            x = x + _attention(h, sd, f"{p}.attn", heads, mask, edits.get("kv", {}).get(i), deltas)
         h = _layer_norm(x, sd, f"{p}.ln_2")
         if i in edits.get("mlp_in", {}):
             h = h @ edits["mlp_in"][i].to(h.dtype)

@@ -145,7 +145,29 @@ def _adapters_and_deltas(s, m):
     return vis, txt, None
 
 
-EDITS = {"deep_prompts": _deep_prompts, "kv_tokens": _kv_tokens, "attention_deltas": _attention_deltas,
+def _kv_tokens_through_ln_1(s, m):
+    """DPL's subnet: K/V-only prompts normalised by the block's ln_1 (a one-option DPL block in the reference)."""
+    kv_v, kv_t = rand(3, 128, std=1.0), rand(4, 64, std=1.0)
+    s.add_kv_tokens("vision", 1, lambda: kv_v, through_ln_1=True)
+    s.add_kv_tokens("text", 2, lambda: kv_t, through_ln_1=True)
+    return {"dpl": {1: ([kv_v], [1.0])}}, {"dpl": {2: ([kv_t], [1.0])}}, None
+
+
+def _kv_mixtures(s, m):
+    """DPL's supernet: per block, softmax(alpha)-weighted alternatives {none, 2, 4, 6} prompt tokens."""
+    vision, text = {}, {}
+    for tower, width, edits in (("vision", 128, vision), ("text", 64, text)):
+        for layer in (0, 2):
+            options = [None] + [rand(c, width, std=1.0) for c in (2, 4, 6)]
+            alpha = rand(4, std=1.0)
+            s.add_kv_mixture(tower, layer, [None] + [lambda t=t: t for t in options[1:]],
+                             lambda a=alpha: torch.softmax(a, dim=0))
+            edits[layer] = (options, torch.softmax(alpha.double(), dim=0))
+    return {"dpl": vision}, {"dpl": text}, None
+
+
+EDITS = {"deep_prompts": _deep_prompts, "kv_tokens": _kv_tokens, "kv_tokens_through_ln_1": _kv_tokens_through_ln_1,
+         "kv_mixtures": _kv_mixtures, "attention_deltas": _attention_deltas,
          "mlp_deltas": _mlp_deltas, "adapters": _adapters, "adapters_and_deltas": _adapters_and_deltas}
 
 
@@ -188,7 +210,7 @@ def test_edits_match_the_reference_and_merge(sd, model, images, tokens, edit):
         merged = features(model, images, tokens)
     for got, want in zip(merged, edited):
         assert max_diff(got, want) <= 1e-4 * want.abs().max().item()
-    if edit not in ("deep_prompts", "kv_tokens"):  # weight edits were folded into the weights
+    if not edit.startswith(("deep_prompts", "kv_")):  # weight edits were folded into the weights
         assert any(not torch.equal(weights[k], v) for k, v in model.state_dict().items())
     s.unmerge()
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())  # bit-exact restore
@@ -243,3 +265,31 @@ def test_bad_edits_are_refused(model):
     s.write("text", 0, 76, lambda: rand(2, 64))
     with pytest.raises(ValueError, match="cannot write 2 tokens at position 76"):
         TextEncoder(model)(model.token_embedding(tokenize(["a"])), tokenize(["a"]))
+
+
+def test_kv_mixture_with_one_hot_weights_is_that_option(sd, model, images, tokens):
+    """A one-hot mixture on option c equals the plain K/V tokens of c through ln_1 (DPL's subnet), and on the "no
+    prompt" option plain CLIP; gradients reach every option and the mixture weights."""
+    plain = features(model, images, tokens)
+    options = [rand(c, 64, std=1.0).requires_grad_(True) for c in (2, 4)]
+    s = ClipSurgery(model)
+    weights = torch.zeros(3)
+    s.add_kv_mixture("text", 1, [None, lambda: options[0], lambda: options[1]], lambda: weights)
+    with torch.no_grad():
+        weights.copy_(torch.tensor([1.0, 0.0, 0.0]))
+        assert max_diff(features(model, images, tokens)[1], plain[1]) <= 1e-5
+        weights.copy_(torch.tensor([0.0, 0.0, 1.0]))
+        mixed = features(model, images, tokens)[1]
+    other = build_clip_from_state_dict(sd).eval()
+    ClipSurgery(other).add_kv_tokens("text", 1, lambda: options[1], through_ln_1=True)
+    with torch.no_grad():
+        alone = features(other, images, tokens)[1]
+    assert max_diff(mixed, alone) <= 1e-5 * alone.abs().max().item() and max_diff(mixed, plain[1]) > 1e-3
+    s.detach()
+    alpha = torch.zeros(3, requires_grad=True)
+    s = ClipSurgery(model)
+    s.add_kv_mixture("text", 1, [None, lambda: options[0], lambda: options[1]], lambda: torch.softmax(alpha, 0))
+    features(model, images, tokens)[1].sum().backward()
+    assert alpha.grad.abs().sum() > 0 and all(o.grad.abs().sum() > 0 for o in options)
+    with pytest.raises(ValueError, match="already has a K/V mixture"):
+        s.add_kv_mixture("text", 1, [None], lambda: torch.ones(1))

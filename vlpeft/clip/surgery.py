@@ -5,7 +5,10 @@ The four ways the methods change CLIP, all attached here and removable (:meth:`C
 * **token edits** at the input of a residual block (forward pre-hooks): ``write`` overwrites positions with prompt
   tokens (IVLP / MaPLe deep prompts), ``append`` concatenates tokens (the vision prompts of layer 0 enter after the
   positional embedding, before ``ln_pre``), ``remove`` drops the last tokens after a block;
-* **K/V-only tokens** (DPL): extra tokens that enter the keys and values of one block's attention, never the sequence;
+* **K/V-only tokens** (DPL): extra tokens that enter the keys and values of one block's attention, never the sequence
+  (optionally through the block's ``ln_1``, as DPL's block normalises them); and **K/V mixtures**: the attention output
+  as a weighted sum over alternative K/V token sets (DPL's search), computed with one attention over the
+  sequence shared by every alternative;
 * **low-rank weight deltas** ``dW = B A`` on q / k / v / out of the attention and on the MLP's ``c_fc`` / ``c_proj``
   (LoRA-style, DPD-LoRA);
 * **input adapters**, linear maps ``z -> z T`` applied to the input of the attention (after ``ln_1``) or of the MLP
@@ -104,12 +107,14 @@ class SurgicalAttention(nn.Module):
         self.batch_first = base_layer.batch_first
         self.deltas: Dict[str, list] = {"q": [], "k": [], "v": [], "out": []}
         self.kv_tokens: List[TokensFn] = []
+        self.kv_mixture = None  # (options: [TokensFn or None], weights: () -> [T])
         self.merged = False
         self.enabled = True
 
     @property
     def active(self) -> bool:
-        return self.enabled and (bool(self.kv_tokens) or (not self.merged and any(self.deltas.values())))
+        return self.enabled and (bool(self.kv_tokens) or self.kv_mixture is not None
+                                 or (not self.merged and any(self.deltas.values())))
 
     def forward(self, query, key, value, need_weights=False, attn_mask=None, **kwargs):
         if not self.active:
@@ -143,13 +148,62 @@ class SurgicalAttention(nn.Module):
             mask = attn_mask.to(q.dtype)
             if mask.shape[-1] < lk:  # the K/V-only tokens are visible to every query
                 mask = F.pad(mask, (0, lk - mask.shape[-1]))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=base.dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(n, lq, d)
-        out = project(out, base.out_proj.weight, base.out_proj.bias, "out")
+        if self.kv_mixture is not None:
+            options, weights = self.kv_mixture
+            extra = [None if fn is None else _expand(fn(), key, True) for fn in options]
+            tokens = [e for e in extra if e is not None]
+            k_e = v_e = None
+            if tokens:
+                tokens = torch.cat(tokens, dim=1)
+                k_e, v_e = project(tokens, w_k, b_k, "k"), project(tokens, w_v, b_v, "v")
+                k_e, v_e = (t.reshape(n, t.shape[1], h, d // h).transpose(1, 2) for t in (k_e, v_e))
+            beta = weights()
+            out = mixture_attention(q, k, v, mask, k_e, v_e, [0 if e is None else e.shape[1] for e in extra], beta)
+            out = out.transpose(1, 2).reshape(n, lq, d)
+            out = project(out, base.out_proj.weight, None, "out")
+            if base.out_proj.bias is not None:  # sum_c beta_c (W o_c + b) = W sum_c beta_c o_c + (sum_c beta_c) b
+                out = out + beta.sum().to(out.dtype) * base.out_proj.bias
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=base.dropout if self.training else 0.0)
+            out = out.transpose(1, 2).reshape(n, lq, d)
+            out = project(out, base.out_proj.weight, base.out_proj.bias, "out")
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, None
+
+
+def mixture_attention(q, k, v, mask, k_extra, v_extra, sizes, beta):
+    """``sum_c beta_c softmax(q [k; K_c]^T / sqrt(d_h)) [v; V_c]`` for alternative extra key/value sets ``K_c`` (the
+    consecutive ``sizes[c]`` columns of ``k_extra`` / ``v_extra``; size 0: no extra tokens) [N, H, Lq, d_h].
+
+    The attention over the sequence (``q k^T``, its exponentials and their product with ``v``) is computed once and
+    shared: each alternative only rescales it to its own maximum and adds its few extra columns, so the cost is one
+    attention plus ``sum(sizes)`` extra keys, whatever the number of alternatives. Computed in fp32."""
+    dtype = q.dtype
+    q, k, v = q.float() * q.shape[-1] ** -0.5, k.float(), v.float()
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores + mask.float()
+    top = scores.amax(dim=-1, keepdim=True)
+    weights = torch.exp(scores - top)
+    numerator, denominator = weights @ v, weights.sum(dim=-1, keepdim=True)
+    extra = None
+    if k_extra is not None:
+        extra = q @ k_extra.float().transpose(-2, -1)
+        v_extra = v_extra.float()
+    out, start = 0, 0
+    beta = beta.float()
+    for c, size in enumerate(sizes):
+        if size == 0:
+            out = out + beta[c] * (numerator / denominator)
+            continue
+        s_c, v_c = extra[..., start:start + size], v_extra[..., start:start + size, :]
+        start += size
+        top_c = torch.maximum(top, s_c.amax(dim=-1, keepdim=True))
+        rescale, w_c = torch.exp(top - top_c), torch.exp(s_c - top_c)
+        out = out + beta[c] * (rescale * numerator + w_c @ v_c) / (rescale * denominator + w_c.sum(-1, keepdim=True))
+    return out.to(dtype)
 
 
 class _InputAdapterHook:
@@ -299,9 +353,32 @@ class ClipSurgery:
                 self._adapter_hook(surgical).adapters.extend(hook[1].adapters)
         return block.attn
 
-    def add_kv_tokens(self, tower: str, layer: int, tokens: TokensFn):
-        """Tokens that enter only the keys and values of block ``layer``'s attention (DPL)."""
-        self._attention(tower, layer).kv_tokens.append(tokens)
+    def add_kv_tokens(self, tower: str, layer: int, tokens: TokensFn, through_ln_1: bool = False):
+        """Tokens that enter only the keys and values of block ``layer``'s attention (DPL); ``through_ln_1``: they
+        are normalised by the block's ``ln_1`` first, like the sequence (DPL's official block)."""
+        self._attention(tower, layer).kv_tokens.append(self._kv_fn(tower, layer, tokens, through_ln_1))
+
+    def add_kv_mixture(self, tower: str, layer: int, options: List[Optional[TokensFn]], weights: TokensFn,
+                       through_ln_1: bool = True):
+        """Block ``layer``'s attention output becomes ``sum_c weights()[c] * Attn(x, [x; options[c]()])``: a mixture
+        over alternative K/V-only token sets (``None``: no extra tokens), DPL's supernet (DPL Eq. 6-7). The output
+        projection is applied once to the mixture (exact: it is linear)."""
+        attention = self._attention(tower, layer)
+        if attention.kv_mixture is not None:
+            raise ValueError(f"{tower} block {layer} already has a K/V mixture")
+        fns = [None if fn is None else self._kv_fn(tower, layer, fn, through_ln_1) for fn in options]
+        attention.kv_mixture = (fns, weights)
+
+    def _kv_fn(self, tower, layer, tokens, through_ln_1):
+        if not through_ln_1:
+            return tokens
+        ln_1 = self._block(tower, layer).ln_1
+
+        def normalised():
+            t = tokens()
+            return ln_1(t.to(ln_1.weight.dtype))
+
+        return normalised
 
     def add_attention_delta(self, tower: str, layer: int, which: str, delta):
         """A weight delta on ``which`` in q / k / v / out of block ``layer`` (``delta(x) = x dW^T``, ``delta.weight()``)."""
