@@ -33,6 +33,8 @@ CASES = {
     # backbone train + eval, DPC train + eval (no fewshot: not a DPC protocol)
     "dpc/run.sh": [(("base2new",), 4, EUROSAT), (("xd",), 2 + 2 * len(XD), {"imagenet"} | XD),
                    (("dg",), 2 + 2 * len(DG), {"imagenet"} | DG)],
+    # search then DPL training (fewshot: 16 shots only by default); base2new adds DPL's new-class evaluation
+    "dpl/run.sh": [(("fewshot",), 2, EUROSAT), (("base2new",), 3, EUROSAT)],
     "gpu_check.sh": [((), 3, set())],  # vlpeft.gpucheck, vlpeft.bench, vlpeft.gpucheck --finish
     "testbed/run.sh": [(("--protocols", "b2n", "--trainers", "ZeroshotCLIP", "CoOp"), 1, set())],
     "zsclip/zeroshot.sh": [(("eurosat", "vit_b16"), 1, EUROSAT)],
@@ -73,7 +75,7 @@ def fake_python(tmp_path, real=True):
 def run_script(script, args, tmp_path, python, **env):
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATA", "OUTPUT", "DATASETS", "SEEDS", "SHOTS_LIST", "DRY_RUN", "PYTHON", "LOADEP", "CFG",
-                         "BASE", "BACKBONE_CFG", "DPC_CFG")}
+                         "BASE", "BACKBONE_CFG", "DPC_CFG", "SEARCH_SEED", "SEARCH_CFG", "TRAIN_CFG")}
     env = {k: v for k, v in dict(base, PYTHON=str(python), **env).items() if v is not None}
     return subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -241,6 +243,15 @@ def expected_dpc_jobs(out, base, bb, dpc, protocol, datasets, seeds, bb_ep, dpc_
     return jobs
 
 
+def two_stage_dry_run(tmp_path, script, protocol, parse, **env):
+    """``DRY_RUN=1`` of ``script`` on eurosat and dtd, seeds 1 and 3: (output root, the parsed jobs in order)."""
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script(script, [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat dtd", SEEDS="1 3",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"), **env)
+    assert proc.returncode == 0, proc.stderr
+    return out, [parse(tokens) for tokens in commands(proc.stdout, python)]
+
+
 def max_epoch(config):
     import yaml
     return str(yaml.safe_load((REPO / config).read_text())["OPTIM"]["MAX_EPOCH"])
@@ -249,11 +260,7 @@ def max_epoch(config):
 @pytest.mark.parametrize("protocol", ["base2new", "xd", "dg"])
 @pytest.mark.parametrize("base", sorted(DPC_CONFIGS))
 def test_dpc_trains_on_the_backbone_it_just_trained_and_evaluates_its_own_folder(tmp_path, base, protocol):
-    python, out = fake_python(tmp_path), tmp_path / "out"
-    proc = run_script("dpc/run.sh", [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat dtd", SEEDS="1 3",
-                      OUTPUT=str(out), DATA=str(tmp_path / "data"), BASE=base)
-    assert proc.returncode == 0, proc.stderr
-    jobs = [job(tokens) for tokens in commands(proc.stdout, python)]
+    out, jobs = two_stage_dry_run(tmp_path, "dpc/run.sh", protocol, job, BASE=base)
     bb, dpc = DPC_CONFIGS[base]
     bb_ep = max_epoch(f"configs/trainers/{base}/{bb}.yaml")
     dpc_ep = max_epoch(f"configs/trainers/DPC/{dpc}.yaml")
@@ -298,7 +305,7 @@ def test_dpc_config_overrides_and_loadep(tmp_path):
     assert jobs == expected_dpc_jobs(out, "CoOp", "vit_b16_ep50", DPC_CONFIGS["CoOp"][1], "dg", [], ["2"], "7", "7")
 
 
-@pytest.mark.parametrize("args, env, message", [
+DPC_REFUSALS = [
     (["fewshot"], {}, "fewshot is not a DPC protocol"),
     (["b2n"], {}, "unknown protocol 'b2n'"),
     ([], {}, "no protocol"),
@@ -307,10 +314,157 @@ def test_dpc_config_overrides_and_loadep(tmp_path):
     (["xd"], {"BACKBONE_CFG": "nonexistent", "BASE": "MaPLe"}, "no config configs/trainers/MaPLe/nonexistent.yaml"),
     (["dg"], {"BASE": "MaPLe", "DPC_CFG": "coop_vit_b16_ep20_bs4_top8"}, "is DPC on CoOp (TRAINER.DPC.BASE), but BASE "
                                                                          "is MaPLe"),
-])
-def test_dpc_refuses_what_it_cannot_run_with_exit_2(tmp_path, args, env, message):
+]
+
+
+# ---- scripts/dpl/run.sh: DPL's search (DPLSearch), then DPL trained on the found lengths (TRAINER.DPL.SEARCH_DIR)
+DPL_CFG = "vit_b16_fewshot"  # the default SEARCH_CFG and TRAIN_CFG
+
+
+def dpl_job(tokens):
+    return dict(job(tokens), search_dir=option(tokens, "TRAINER.DPL.SEARCH_DIR"))
+
+
+def expected_dpl_jobs(out, protocol, datasets, seeds, search_seed=None, shots_list=("16",), search=DPL_CFG,
+                      train=DPL_CFG, epoch=None):
+    """The jobs of scripts/dpl/run.sh in order, written out from the output-folder scheme of scripts/common.sh."""
+    search_config, train_config = f"configs/trainers/DPLSearch/{search}.yaml", f"configs/trainers/DPL/{train}.yaml"
+    blank = dict(model_dir=None, epoch=None, eval_only=False, backbone_dir=None, search_dir=None)
+    jobs = []
+    for ds in datasets:
+        if protocol == "fewshot":
+            for k in shots_list:
+                def search_job(s):
+                    return dict(blank, trainer="DPLSearch", out=f"{out}/{ds}/DPLSearch/{search}_{k}shots/seed{s}",
+                                config=search_config, dataset=ds, seed=s, sub=None, shots=k)
+                if search_seed:
+                    jobs.append(search_job(search_seed))
+                for s in seeds:
+                    if not search_seed:
+                        jobs.append(search_job(s))
+                    jobs.append(dict(blank, trainer="DPL", out=f"{out}/{ds}/DPL/{train}_{k}shots/seed{s}",
+                                     config=train_config, dataset=ds, seed=s, sub=None, shots=k,
+                                     search_dir=f"{out}/{ds}/DPLSearch/{search}_{k}shots/seed{search_seed or s}"))
+        else:
+            def search_job(s):
+                return dict(blank, trainer="DPLSearch", config=search_config, dataset=ds, seed=s, sub="base",
+                            shots="16", out=f"{out}/base2new/train_base/{ds}/shots_16/DPLSearch/{search}/seed{s}")
+            if search_seed:
+                jobs.append(search_job(search_seed))
+            for s in seeds:
+                if not search_seed:
+                    jobs.append(search_job(s))
+                search_dir = f"{out}/base2new/train_base/{ds}/shots_16/DPLSearch/{search}/seed{search_seed or s}"
+                train_dir = f"{out}/base2new/train_base/{ds}/shots_16/DPL/{train}/seed{s}"
+                common = dict(blank, trainer="DPL", config=train_config, dataset=ds, seed=s, shots="16",
+                              search_dir=search_dir)
+                jobs += [dict(common, out=train_dir, sub="base"),
+                         dict(common, out=f"{out}/base2new/test_new/{ds}/shots_16/DPL/{train}/seed{s}", sub="new",
+                              model_dir=train_dir, epoch=epoch or max_epoch(train_config), eval_only=True)]
+    return jobs
+
+
+def check_dpl_order(jobs):
+    """Spelled out: every DPL job names a search that ran earlier with the same dataset, classes and shots (and its
+    seed, or SEARCH_SEED), and every evaluation loads a DPL training folder of its dataset and seed."""
+    for i, j in enumerate(jobs):
+        if j["trainer"] != "DPL":
+            assert j["search_dir"] is None and not j["eval_only"]
+            continue
+        [k] = [k for k, s in enumerate(jobs) if s["out"] == j["search_dir"]]
+        search = jobs[k]
+        assert k < i and search["trainer"] == "DPLSearch" and not search["eval_only"]
+        classes = "base" if j["sub"] else None  # base2new: searched and trained on the base classes
+        assert (search["dataset"], search["shots"], search["sub"]) == (j["dataset"], j["shots"], classes)
+        if j["eval_only"]:
+            [t] = [t for t in jobs[:i] if t["out"] == j["model_dir"]]
+            assert (t["trainer"], t["eval_only"], t["dataset"], t["seed"], t["sub"]) == ("DPL", False, j["dataset"],
+                                                                                        j["seed"], "base")
+            assert t["search_dir"] == j["search_dir"]  # the evaluation rebuilds the same lengths
+
+
+@pytest.mark.parametrize("search_seed", [None, "2"])
+@pytest.mark.parametrize("protocol", ["fewshot", "base2new"])
+def test_dpl_trains_on_the_search_it_just_ran(tmp_path, protocol, search_seed):
+    out, jobs = two_stage_dry_run(tmp_path, "dpl/run.sh", protocol, dpl_job, SEARCH_SEED=search_seed)
+    assert jobs == expected_dpl_jobs(out, protocol, ["eurosat", "dtd"], ["1", "3"], search_seed)
+    check_dpl_order(jobs)
+    searches = [j for j in jobs if j["trainer"] == "DPLSearch"]
+    assert [(j["dataset"], j["seed"]) for j in searches] == (
+        [("eurosat", "1"), ("eurosat", "3"), ("dtd", "1"), ("dtd", "3")] if not search_seed
+        else [("eurosat", "2"), ("dtd", "2")])
+    if protocol == "fewshot":  # all classes, 16 shots (not common.sh's 1 2 4 8 16), no evaluation job
+        assert {(j["sub"], j["shots"], j["eval_only"]) for j in jobs} == {(None, "16", False)}
+    else:
+        assert [j["trainer"] for j in jobs if j["eval_only"]] == ["DPL"] * 4
+        assert {j["sub"] for j in jobs if not j["eval_only"]} == {"base"}
+
+
+@pytest.mark.parametrize("protocol", ["fewshot", "base2new"])
+def test_dpl_search_seed_gives_one_search_per_dataset_used_by_every_seed(tmp_path, protocol):
     python, out = fake_python(tmp_path), tmp_path / "out"
-    proc = run_script("dpc/run.sh", args, tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
+    proc = run_script("dpl/run.sh", [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1 2",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"), SEARCH_SEED="1")
+    assert proc.returncode == 0, proc.stderr
+    jobs = [dpl_job(tokens) for tokens in commands(proc.stdout, python)]
+    [search] = [j for j in jobs if j["trainer"] == "DPLSearch"]
+    assert jobs[0] == search and search["seed"] == "1"
+    trains = [j for j in jobs if j["trainer"] == "DPL" and not j["eval_only"]]
+    assert [j["seed"] for j in trains] == ["1", "2"]
+    assert {j["search_dir"] for j in jobs if j["trainer"] == "DPL"} == {search["out"]}
+    assert len({j["out"] for j in trains}) == 2
+    assert jobs == expected_dpl_jobs(out, protocol, ["eurosat"], ["1", "2"], "1")
+
+
+def test_dpl_fewshot_honours_shots_list(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpl/run.sh", ["fewshot"], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1 3",
+                      SHOTS_LIST="4 16", OUTPUT=str(out), DATA=str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    jobs = [dpl_job(tokens) for tokens in commands(proc.stdout, python)]
+    assert jobs == expected_dpl_jobs(out, "fewshot", ["eurosat"], ["1", "3"], shots_list=("4", "16"))
+    check_dpl_order(jobs)
+
+
+def test_dpl_skips_a_finished_search_and_still_trains_on_it(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    search_dir = out / f"eurosat/DPLSearch/{DPL_CFG}_16shots/seed1"
+    search_dir.mkdir(parents=True)
+    (search_dir / "results.json").write_text("{}")
+    proc = run_script("dpl/run.sh", ["fewshot"], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"Results are available in {search_dir} (results.json). Skip this job"
+    [train] = [dpl_job(tokens) for tokens in commands(proc.stdout, python)]
+    assert train["trainer"] == "DPL" and train["search_dir"] == str(search_dir)
+
+
+def test_dpl_config_overrides_and_loadep(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpl/run.sh", ["base2new"], tmp_path, python, DRY_RUN="1", DATASETS="dtd", SEEDS="2",
+                      OUTPUT=str(out), DATA=str(tmp_path / "data"), SEARCH_CFG="testbed", TRAIN_CFG="testbed",
+                      LOADEP="7")
+    assert proc.returncode == 0, proc.stderr
+    jobs = [dpl_job(tokens) for tokens in commands(proc.stdout, python)]
+    assert jobs == expected_dpl_jobs(out, "base2new", ["dtd"], ["2"], search="testbed", train="testbed", epoch="7")
+
+
+DPL_REFUSALS = [
+    (["xd"], {}, "xd is not a DPL protocol"),
+    (["dg"], {}, "dg is not a DPL protocol"),
+    (["b2n"], {}, "unknown protocol 'b2n'"),
+    ([], {}, "no protocol"),
+    (["fewshot"], {"SEARCH_CFG": "nonexistent"}, "no config configs/trainers/DPLSearch/nonexistent.yaml"),
+    (["base2new"], {"TRAIN_CFG": "nonexistent"}, "no config configs/trainers/DPL/nonexistent.yaml"),
+    (["fewshot"], {"SEARCH_SEED": "one"}, "SEARCH_SEED must be a seed"),
+]
+
+
+@pytest.mark.parametrize("script, args, env, message", [("dpc/run.sh", *r) for r in DPC_REFUSALS]
+                         + [("dpl/run.sh", *r) for r in DPL_REFUSALS])
+def test_two_stage_scripts_refuse_what_they_cannot_run_with_exit_2(tmp_path, script, args, env, message):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script(script, args, tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
                       OUTPUT=str(out), DATA=str(tmp_path / "data"), **env)
     assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
     assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr

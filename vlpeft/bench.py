@@ -64,8 +64,12 @@ BENCH_CONFIGS = {
     "DIP": "DIP/vit_b16_ep20_ctxv1.yaml",
     "DIPMaPLe": "DIPMaPLe/vit_b16_c2_ep5_batch4_4ctx.yaml",
     "DPC": "DPC/coop_vit_b16_ep20_bs4_top8.yaml",  # P = the base's init (no backbone run); random negative images
+    "DPLSearch": "DPLSearch/vit_b16_fewshot.yaml",  # α steps on the training batch (no val split here)
+    "DPL": "DPL/vit_b16_fewshot.yaml",  # 4 K/V prompt tokens in every block (BENCH_OPTS)
     "CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",  # last: its text side runs per image (slowest)
 }
+# options a trainer's benchmark config needs besides its recipe (what a run takes from an earlier stage)
+BENCH_OPTS = {"DPL": ("TRAINER.DPL.LENGTHS_TEXT", "[4]", "TRAINER.DPL.LENGTHS_VISION", "[4]")}
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 
@@ -338,6 +342,7 @@ def bench_cfg(trainer, config_file="", prec=None, opts=(), tiny=False, batch_siz
     from vlpeft.cli import build_parser, setup_cfg
 
     config_file = config_file or bench_config_file(trainer)
+    opts = [*BENCH_OPTS.get(trainer, ()), *opts]
     cfg = setup_cfg(build_parser().parse_args(["--trainer", trainer, "--config-file", config_file, *opts]))
     cfg.defrost()
     if not cfg.MODEL.BACKBONE.NAME:

@@ -33,6 +33,7 @@ if ENGINE == "dassl":
 
     from dassl.config import get_cfg_default
     from dassl.data import DataManager
+    from dassl.data.data_manager import build_data_loader
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
     from dassl.data.transforms import build_transform
     from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
@@ -55,7 +56,7 @@ else:
     from .checkpoint import load_checkpoint, load_pretrained_weights, save_checkpoint
     from .config import get_cfg_default
     from .data import DatasetBase, Datum
-    from .datamanager import DataManager, build_dataset
+    from .datamanager import DataManager, build_data_loader, build_dataset
     from .evaluator import build_evaluator
     from .optim import build_lr_scheduler, build_optimizer
     from .registry import DATASET_REGISTRY, EVALUATOR_REGISTRY, TRAINER_REGISTRY
@@ -95,7 +96,8 @@ def register_dataset(cls):
 
 
 __all__ = [
-    "ENGINE", "get_cfg_default", "DataManager", "DATASET_REGISTRY", "DatasetBase", "Datum", "build_dataset",
+    "ENGINE", "get_cfg_default", "DataManager",
+    "build_data_loader", "DATASET_REGISTRY", "DatasetBase", "Datum", "build_dataset",
     "build_transform", "TRAINER_REGISTRY", "TrainerX", "build_trainer", "EVALUATOR_REGISTRY", "build_evaluator",
     "build_lr_scheduler", "build_optimizer", "collect_env_info", "count_num_param", "listdir_nohidden",
     "load_checkpoint", "load_pretrained_weights", "mkdir_if_missing", "read_json", "save_checkpoint",

@@ -59,11 +59,19 @@ def testbed_trainers():
     return names
 
 
+# second-stage trainers: the key that receives the first stage's run folder
+STAGE_KEYS = {"DPC": "TRAINER.DPC.BACKBONE_DIR", "DPL": "TRAINER.DPL.SEARCH_DIR"}
+
+
 def backbone_of(trainer):
-    """The base trainer a second-stage trainer (DPC) is trained on top of, from its testbed config; else None."""
+    """The first-stage trainer a second-stage trainer is trained on (DPC: its testbed config's base; DPL: DPLSearch,
+    with the same variant); else None."""
     import yaml
 
-    if trainer.partition("_")[0] != "DPC":
+    name, _, variant = trainer.partition("_")
+    if name == "DPL":
+        return "DPLSearch" + (f"_{variant}" if variant else "")
+    if name != "DPC":
         return None
     with open(config_file(trainer)) as f:
         return yaml.safe_load(f)["TRAINER"]["DPC"]["BASE"]
@@ -112,7 +120,7 @@ def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, o
     backbone = backbone_of(trainer)
     if backbone:
         first = base_to_new(backbone, dataset, seed, output, root, shots, quiet)
-        opts = [*opts, "TRAINER.DPC.BACKBONE_DIR", osp.join(first["dir"], "train_base")]
+        opts = [*opts, STAGE_KEYS[trainer.partition("_")[0]], osp.join(first["dir"], "train_base")]
     opts = ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts]
     if trainer in ZERO_SHOT:
         base = run_train(flags + ["--eval-only"], opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
@@ -134,8 +142,8 @@ def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True, opts=()
     backbone = backbone_of(trainer)
     if backbone:
         few_shot(backbone, dataset, seed, shots, output, root, quiet)
-        opts = [*opts, "TRAINER.DPC.BACKBONE_DIR", osp.join(output, "fewshot", dataset, backbone, f"{shots}shots",
-                                                            f"seed{seed}")]
+        opts = [*opts, STAGE_KEYS[trainer.partition("_")[0]], osp.join(output, "fewshot", dataset, backbone,
+                                                                       f"{shots}shots", f"seed{seed}")]
     res = run_train(flags, ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts], out, quiet)
     return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"], "reused": res["reused"]}
 
