@@ -226,6 +226,22 @@ def test_dpc_on_a_coop_backbone_trains_identically_on_both_engines(eurosat_root,
     assert dpc_new["accuracy"] == coop_new["accuracy"]
 
 
+def test_dpl_search_then_training_are_identical_on_both_engines(eurosat_root, tiny_clip_path, tmp_path):
+    """DPL's bilevel search (α as a second registered model with its own Adam) and the training of the found lengths
+    on Dassl's loop: the same losses and lengths as on vlpeft's engine."""
+    extra = ["TRAINER.DPL.VAL_BATCH_SIZE", 4]
+    runs = {}
+    for engine in ("dassl", "vlpeft"):
+        search, train = str(tmp_path / f"search_{engine}"), str(tmp_path / f"train_{engine}")
+        _train_py(engine, "DPLSearch", eurosat_root, search, tiny_clip_path, extra,
+                  **{"DATALOADER.TRAIN_X.BATCH_SIZE": 4})
+        _train_py(engine, "DPL", eurosat_root, train, tiny_clip_path, ["TRAINER.DPL.SEARCH_DIR", search],
+                  **{"DATALOADER.TRAIN_X.BATCH_SIZE": 4})
+        runs[engine] = (LOSS_LINE.findall(_log(search)), LOSS_LINE.findall(_log(train)),
+                        json.load(open(osp.join(search, "lengths.json"))))
+    assert runs["dassl"] == runs["vlpeft"] and len(runs["dassl"][0]) > 0 and len(runs["dassl"][1]) > 0
+
+
 @pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "ZeroshotCLIP2"])
 def test_zeroshot_clip_matches_vlpeft_engine(trainer, eurosat_root, tiny_clip_path, tmp_path):
     accs = {}

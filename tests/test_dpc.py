@@ -537,3 +537,14 @@ def test_step_cost_benchmark_reports_each_epoch(tmp_path):
     assert all(e["steps"] == 5 and 4 < e["pairs"] <= 4 * 6 and e["wait_ms"] >= 0 for e in summary["epochs"])
     assert summary["epochs"][1]["cache_hits"] > 0  # the second epoch reuses decoded images
     assert json.loads((tmp_path / "bench_dpc.json").read_text())["ratio"] == summary["ratio"]
+
+
+def test_transforms_outside_the_seeded_set_run_in_the_training_thread(tmp_path, eurosat_root, tiny_clip_path):
+    _, folder = _backbone(tmp_path, eurosat_root, tiny_clip_path)
+    dpc = _dpc(eurosat_root, tiny_clip_path, folder, **{"INPUT.TRANSFORMS": "['random_crop', 'normalize']",
+                                                        "OUTPUT_DIR": str(tmp_path / "out")})
+    dpc.before_train()
+    assert not dpc.pool.seeded
+    images, labels, _ = dpc.hard_negative_batch(next(iter(dpc.train_loader_x)))
+    assert images.shape[1:] == (3, 32, 32) and len(images) == len(labels) > 4
+    dpc.pool.close()

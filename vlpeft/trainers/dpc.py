@@ -38,7 +38,7 @@ import torch.nn.functional as F
 import torch.nn.utils.parametrize as parametrize
 
 from vlpeft.config import trainer_config
-from vlpeft.engine import register_trainer
+from vlpeft.engine import build_transform, register_trainer
 from vlpeft.engine.checkpoint import load_checkpoint, saved_epochs
 from vlpeft.engine.image_pool import ImagePool, SeededTrainTransform
 
@@ -472,7 +472,7 @@ class DPC(PlugInTrainer):
             transform = SeededTrainTransform(self.cfg)
             where = "in background threads"
         else:
-            transform = self.dm.tfm_train
+            transform = build_transform(self.cfg, is_train=True)  # the engine's (Dassl's DataManager keeps none)
             where = "decoded in background threads, transformed in the training thread (INPUT.TRANSFORMS outside " \
                     "random_resized_crop / random_flip / normalize)"
         self.pool = ImagePool(items, transform, workers=c.WORKERS, cache_mb=c.CACHE_MB)

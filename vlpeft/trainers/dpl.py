@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from vlpeft.clip import tokenize
 from vlpeft.config import trainer_config
-from vlpeft.engine import build_data_loader, register_trainer
+from vlpeft.engine import build_data_loader, build_transform, register_trainer
 from vlpeft.engine.utils import atomic_write_text
 
 from .base import ClipTrainer, PromptCLIP, VersionedCache, compute_accuracy
@@ -316,7 +316,8 @@ class DPLSearch(DPLBase):
         sampler = "SequentialSampler" if c.VAL_SAMPLER == "fixed_first" else "RandomSampler"
         self.search_val_loader = build_data_loader(self.cfg, sampler_type=sampler,
                                                    data_source=self.search_val_items(),
-                                                   batch_size=c.VAL_BATCH_SIZE, tfm=self.dm.tfm_test, is_train=False)
+                                                   batch_size=c.VAL_BATCH_SIZE,
+                                                   tfm=build_transform(self.cfg, is_train=False), is_train=False)
         self.val_batches = self._val_batches()
 
     def _val_batches(self):
