@@ -216,3 +216,18 @@ def test_text_inputs_follow_the_official_training_stage():
     assert text_templates("custom", "DescribableTextures") == ["a texture of {}."]
     assert text_templates("custom", "EuroSAT") == ["a centered satellite photo of {}."]
     assert text_templates("default", "EuroSAT") == ["a photo of a {}."]
+
+
+def test_plain_and_prompted_text_features_are_cached_apart(eurosat_root, tiny_clip_path):
+    """The text-feature cache keys on the surgery being enabled: DPL+KD's teacher (prompts off) and the student
+    (prompts on) never read each other's features."""
+    trainer = _build(_cfg(eurosat_root, tiny_clip_path, "DPL", **{"TRAINER.DPL.LENGTHS_TEXT": "[4]",
+                                                                  "TRAINER.DPL.LENGTHS_VISION": "[4]"}))
+    model = trainer.model
+    with torch.no_grad():
+        with model.surgery.disabled():
+            plain = model.text_features().clone()
+        prompted = model.text_features().clone()
+        with model.surgery.disabled():
+            again = model.text_features()
+    assert (plain - prompted).abs().max() > 1e-3 and torch.equal(again, plain)

@@ -281,16 +281,23 @@ def test_dpc_trains_on_the_backbone_it_just_trained_and_evaluates_its_own_folder
     assert {j["dataset"] for j in trains} == ({"eurosat", "dtd"} if protocol == "base2new" else {"imagenet"})
 
 
-def test_dpc_skips_a_finished_backbone_and_still_builds_on_it(tmp_path):
+def dry_run_after_a_finished_first_stage(tmp_path, script, protocol, first_stage, parse):
+    """``DRY_RUN=1`` of ``script`` on eurosat, seed 1, after the first-stage job ``OUTPUT/<first_stage>`` finished
+    (its results.json exists): (that folder, the parsed jobs), checking that the first stage is reported skipped."""
     python, out = fake_python(tmp_path), tmp_path / "out"
-    bb_dir = out / "base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ep20_lr35/seed1"
-    bb_dir.mkdir(parents=True)
-    (bb_dir / "results.json").write_text("{}")
-    proc = run_script("dpc/run.sh", ["base2new"], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
+    finished = out / first_stage
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text("{}")
+    proc = run_script(script, [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
                       OUTPUT=str(out), DATA=str(tmp_path / "data"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == f"Results are available in {bb_dir} (results.json). Skip this job"
-    jobs = [job(tokens) for tokens in commands(proc.stdout, python)]
+    assert proc.stdout.splitlines()[0] == f"Results are available in {finished} (results.json). Skip this job"
+    return finished, [parse(tokens) for tokens in commands(proc.stdout, python)]
+
+
+def test_dpc_skips_a_finished_backbone_and_still_builds_on_it(tmp_path):
+    bb_dir, jobs = dry_run_after_a_finished_first_stage(
+        tmp_path, "dpc/run.sh", "base2new", "base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ep20_lr35/seed1", job)
     assert [(j["trainer"], j["eval_only"]) for j in jobs] == [("CoOp", True), ("DPC", False), ("DPC", True)]
     assert jobs[0]["model_dir"] == jobs[1]["backbone_dir"] == str(bb_dir)
 
@@ -427,15 +434,8 @@ def test_dpl_fewshot_honours_shots_list(tmp_path):
 
 
 def test_dpl_skips_a_finished_search_and_still_trains_on_it(tmp_path):
-    python, out = fake_python(tmp_path), tmp_path / "out"
-    search_dir = out / f"eurosat/DPLSearch/{DPL_CFG}_16shots/seed1"
-    search_dir.mkdir(parents=True)
-    (search_dir / "results.json").write_text("{}")
-    proc = run_script("dpl/run.sh", ["fewshot"], tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",
-                      OUTPUT=str(out), DATA=str(tmp_path / "data"))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == f"Results are available in {search_dir} (results.json). Skip this job"
-    [train] = [dpl_job(tokens) for tokens in commands(proc.stdout, python)]
+    search_dir, [train] = dry_run_after_a_finished_first_stage(
+        tmp_path, "dpl/run.sh", "fewshot", f"eurosat/DPLSearch/{DPL_CFG}_16shots/seed1", dpl_job)
     assert train["trainer"] == "DPL" and train["search_dir"] == str(search_dir)
 
 

@@ -85,6 +85,10 @@ class SeededTrainTransform:
         return tensor
 
 
+def _nbytes(image):
+    return image.width * image.height * len(image.getbands())
+
+
 class DecodedImageCache:
     """Thread-safe LRU cache of decoded RGB images, bounded by their pixel bytes (``max_bytes`` 0: no cache)."""
 
@@ -104,7 +108,7 @@ class DecodedImageCache:
                 return image
             self.misses += 1
         image = read_image(path)
-        size = image.width * image.height * len(image.getbands())
+        size = _nbytes(image)
         if size <= self.max_bytes:
             with self._lock:
                 if path not in self._images:
@@ -112,7 +116,7 @@ class DecodedImageCache:
                     self.bytes += size
                     while self.bytes > self.max_bytes:
                         _, old = self._images.popitem(last=False)
-                        self.bytes -= old.width * old.height * len(old.getbands())
+                        self.bytes -= _nbytes(old)
         return image
 
 

@@ -50,6 +50,13 @@ def resolve_precision(prec, device):
     return prec
 
 
+def teacher_kl(logits, teacher_logits):
+    """``KL(p_teacher || p)`` over the rows of the logits, summed and divided by the number of logits (the official
+    PromptSRC reduction; also DPL+KD's distillation term)."""
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
+                    reduction="sum", log_target=True) / logits.numel()
+
+
 def check_input_size(cfg, clip_model):
     """The images must have the resolution the CLIP checkpoint was trained at (its position embeddings are fixed)."""
     size = getattr(clip_model.visual, "image_size", None)
@@ -127,7 +134,8 @@ class PromptCLIP(nn.Module):
             features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
             return features / features.norm(dim=-1, keepdim=True)
 
-        return self._text_cache.get(list(self.prompt_learner.parameters()), compute, state=self.surgery.merged)
+        return self._text_cache.get(list(self.prompt_learner.parameters()), compute,
+                                    state=(self.surgery.merged, self.surgery.enabled))
 
     def image_features(self, image):
         features = self.image_encoder(image)

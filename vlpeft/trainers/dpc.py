@@ -38,6 +38,7 @@ import torch.nn.functional as F
 import torch.nn.utils.parametrize as parametrize
 
 from vlpeft.config import trainer_config
+from vlpeft.datasets.base import cfg_value
 from vlpeft.engine import build_transform, register_trainer
 from vlpeft.engine.checkpoint import load_checkpoint, saved_epochs
 from vlpeft.engine.image_pool import ImagePool, SeededTrainTransform
@@ -222,14 +223,6 @@ def _train_hint(base):
             "classes, shots and seed), then pass TRAINER.DPC.BACKBONE_DIR DIR")
 
 
-def _dotted(data, key):
-    for part in key.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
 def read_backbone(cfg, base, shapes, classes=None):
     """The backbone's learnable tensors ``{name: fp32 tensor}`` from ``<BACKBONE_DIR>/prompt_learner/
     model.pth.tar-<BACKBONE_EPOCH>`` (-1: the last saved), checked against this run (``shapes``: {name: shape} of
@@ -262,17 +255,17 @@ def read_backbone(cfg, base, shapes, classes=None):
 
         with open(saved_cfg) as f:
             backbone_cfg = yaml.safe_load(f)
-        trained = _dotted(backbone_cfg, "TRAINER.NAME")
+        trained = cfg_value(backbone_cfg, "TRAINER.NAME")
         if trained != base:
             raise BackboneError(f'"{directory}" is a {trained} run, but TRAINER.DPC.BASE is {base}: set '
                                 f"TRAINER.DPC.BASE {trained} (and its config) or point to a {base} run")
         for key in SHARED_RUN_KEYS:
-            ours, theirs = _dotted(cfg, key), _dotted(backbone_cfg, key)
+            ours, theirs = cfg_value(cfg, key), cfg_value(backbone_cfg, key)
             if theirs is not None and str(ours) != str(theirs):
                 raise BackboneError(f'the backbone in "{directory}" was trained with {key} {theirs}, this run has '
                                     f"{ours}: DPC must use the backbone's classes, shots and seed")
         node = BASES[base].CONFIG_NODE
-        theirs_node = _dotted(backbone_cfg, f"TRAINER.{node}") or {}
+        theirs_node = cfg_value(backbone_cfg, f"TRAINER.{node}") or {}
         for key, ours in cfg.TRAINER[node].items():
             if key in NON_STRUCTURAL_KEYS or key not in theirs_node:
                 continue
@@ -509,9 +502,6 @@ class DPC(PlugInTrainer):
                 self._sampler_text = self.model.text_features().detach()
             features = self.model.image_features(images)
         return (100.0 * features.float() @ self._sampler_text.float().t()).softmax(dim=-1), features
-
-    def sampler_probs(self, images):
-        return self.sampler_scores(images)[0]
 
     def request_negatives(self, batch):
         """Choose the negatives of ``batch`` and start loading their images: ``(negatives, pending images, image

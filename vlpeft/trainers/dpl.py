@@ -23,7 +23,7 @@ from vlpeft.config import trainer_config
 from vlpeft.engine import build_data_loader, build_transform, register_trainer
 from vlpeft.engine.utils import atomic_write_text
 
-from .base import ClipTrainer, PromptCLIP, VersionedCache, compute_accuracy
+from .base import ClipTrainer, PromptCLIP, VersionedCache, compute_accuracy, teacher_kl
 from .templates import IMAGENET_TEMPLATES, dataset_template
 from .text_prompts import clean_classnames
 
@@ -359,9 +359,6 @@ class DPLSearch(DPLBase):
         self.step_lr_at_epoch_end()
         return {"loss": loss.item(), "loss_val": loss_val.item(), "acc": compute_accuracy(output, label)[0].item()}
 
-    def update_lr(self, names=None):
-        super().update_lr(["prompt_learner"] if names is None else names)
-
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
         VersionedCache.invalidate_all()  # the text features depend on α, which the text cache does not key on
@@ -444,9 +441,7 @@ class DPL(DPLBase):
             loss_ce = F.cross_entropy(output, label)
             loss = loss_ce
             if weight:
-                teacher = self.teacher_logits(image)
-                loss_kd = F.kl_div(F.log_softmax(output.float(), 1), F.log_softmax(teacher.float(), 1),
-                                   reduction="sum", log_target=True) / output.numel()
+                loss_kd = teacher_kl(output, self.teacher_logits(image))
                 loss = loss_ce + weight * loss_kd
         self.backward_and_update(loss)
         self.step_lr_at_epoch_end()

@@ -25,7 +25,7 @@ from vlpeft.clip import tokenize
 from vlpeft.config import trainer_config
 from vlpeft.engine import register_trainer
 
-from .base import compute_accuracy
+from .base import compute_accuracy, teacher_kl
 from .ivlp import IVLP, VLPromptLearner
 from .templates import IMAGENET_TEMPLATES
 from .text_prompts import clean_classnames
@@ -95,9 +95,7 @@ def self_regulating_losses(logits, text_features, image_features, teacher_logits
     """(L_SCL_text, L_SCL_image, L_SCL_logits) of PromptSRC (Eq. 2-4), on normalised features."""
     l_text = F.l1_loss(text_features.float(), teacher_text.float()) * text_weight
     l_image = F.l1_loss(image_features.float(), teacher_image.float()) * image_weight
-    l_logits = F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
-                        reduction="sum", log_target=True) / logits.numel()
-    return l_text, l_image, l_logits
+    return l_text, l_image, teacher_kl(logits, teacher_logits)
 
 
 @register_trainer
