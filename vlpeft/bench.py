@@ -66,6 +66,7 @@ BENCH_CONFIGS = {
     "DPC": "DPC/coop_vit_b16_ep20_bs4_top8.yaml",  # P = the base's init (no backbone run); random negative images
     "DPLSearch": "DPLSearch/vit_b16_fewshot.yaml",  # α steps on the training batch (no val split here)
     "DPL": "DPL/vit_b16_fewshot.yaml",  # 4 K/V prompt tokens in every block (BENCH_OPTS)
+    "DPDLoRA": "DPDLoRA/vit_b16_c2_ep20_batch4_2ctx.yaml",  # stage 2: the student and the frozen teacher
     "CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",  # last: its text side runs per image (slowest)
 }
 # options a trainer's benchmark config needs besides its recipe (what a run takes from an earlier stage)
@@ -143,6 +144,8 @@ def build_bench_trainer(cfg, classnames, seed=0, clip_builder=build_random_clip)
 
     Bench.__name__ = base.__name__
     trainer = Bench(cfg)
+    if hasattr(trainer, "bench_setup"):  # e.g. DPD-LoRA's frozen stage-1 teacher, which a stage-2 step runs
+        trainer.bench_setup()
     if hasattr(trainer, "pool"):  # DPC: its negative images, served at once (python -m vlpeft.bench_dpc times them)
         trainer.pool = RandomImages(len(classnames), tuple(cfg.INPUT.SIZE))
     return trainer

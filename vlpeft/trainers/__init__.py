@@ -2,4 +2,4 @@
 import vlpeft.datasets  # noqa: F401
 import vlpeft.testbed.datasets  # noqa: F401
 
-from . import cocoop, coop, dip, dpc, dpl, dsra, ivlp, kgcoop, maple, prograd, promptsrc, zsclip  # noqa: F401
+from . import cocoop, coop, dip, dpc, dpdlora, dpl, dsra, ivlp, kgcoop, maple, prograd, promptsrc, zsclip  # noqa: F401

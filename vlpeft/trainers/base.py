@@ -183,8 +183,11 @@ class ClipTrainer(TrainerX):
         set_activation_checkpointing(clip_model, self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
         return clip_model
 
-    def register_learner(self, name, learner, model=None):
-        """Freeze everything in ``model`` but ``learner``, build its optimizer and schedule, register it."""
+    def register_learner(self, name, learner, model=None, param_groups=None):
+        """Freeze everything in ``model`` but ``learner``, build its optimizer and schedule, register it.
+
+        ``param_groups``: optional list of optimizer groups (dicts with ``params`` and e.g. their own ``lr``) covering
+        the learner's parameters; by default one group at ``OPTIM.LR``."""
         model = learner if model is None else model
         for p in model.parameters():
             p.requires_grad_(False)
@@ -198,7 +201,11 @@ class ClipTrainer(TrainerX):
             load_pretrained_weights(learner, self.cfg.MODEL.INIT_WEIGHTS)
         model.to(self.device)
         trainable = [p for p in learner.parameters() if p.requires_grad]
-        optim = build_optimizer(trainable, self.cfg.OPTIM)
+        if param_groups is not None:
+            grouped = {id(p) for group in param_groups for p in group["params"]}
+            if grouped != {id(p) for p in trainable}:
+                raise ValueError(f"the optimizer groups of {name} must cover exactly its trainable parameters")
+        optim = build_optimizer(trainable, self.cfg.OPTIM, param_groups=param_groups)
         sched = build_lr_scheduler(optim, self.cfg.OPTIM)
         self.register_model(name, learner, optim, sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None

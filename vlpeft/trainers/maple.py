@@ -68,10 +68,13 @@ class MultiModalPromptLearner(nn.Module):
         prompt = self.ctx if layer == 0 else self.compound_prompts_text[layer - 1]
         return prompt() if isinstance(prompt, nn.Module) else prompt
 
+    def coupling(self, layer):
+        """``F_l``: the coupling function generating the vision prompts of block ``layer``."""
+        return self.proj if layer == 0 else self.compound_prompt_projections[layer - 1]
+
     def vision_prompts(self, layer):
         """``V_l = F_l(P_l)`` [N_CTX, D_v] (Eq. 7-8)."""
-        coupling = self.proj if layer == 0 else self.compound_prompt_projections[layer - 1]
-        return coupling(self.text_prompt(layer))
+        return self.coupling(layer)(self.text_prompt(layer))
 
     def attach(self, surgery: ClipSurgery):
         surgery.append("vision", lambda: self.vision_prompts(0))

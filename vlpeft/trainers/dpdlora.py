@@ -1,0 +1,556 @@
+"""DPD-LoRA: dynamic prompt-driven low-rank adaptation on MaPLe (paper: "DPD-LoRA: Dynamic Prompt-Driven Low-Rank
+Adaptation for Improved Generalization", §3.2-3.5, Eq. 4-10, Algorithm 1). No official code exists; every choice the
+paper leaves open is a ``TRAINER.DPDLORA`` key, listed with its default in docs/decisions/dpdlora.md.
+
+* **LoRSS** (Eq. 4): each adapted attention weight gets ``dW = sum_i s_i B_i A_i`` (``N_SUB`` = 3 sub-LoRAs of rank
+  ``RANK`` = 4, A Kaiming-uniform, B = 0, learnable ``s_i`` = 1) on q, k, v (``LORA_MATS``; ``qkvo`` adds the output
+  projection) of every block of both towers (``LORA_LAYERS``; ``prompted``: the first ``PROMPT_DEPTH`` blocks). The
+  prompt tokens go through ``W + dW`` like every other token.
+* **Hierarchical interaction** (Eq. 5-6): with ``INTERACTION``, block l >= 1 uses ``ALPHA * LoRSS_l + (1 - ALPHA) *
+  LoRSS_{l-1}`` and the prompts ``ALPHA * P_l + (1 - ALPHA) * P_{l-1}`` (text) and ``ALPHA * F_l(P_l) + (1 - ALPHA) *
+  F_{l-1}(P_{l-1})`` (the generated vision prompts; ``VISION_MIX prompt``: ``F_l`` of the mixed text prompt). Both
+  mixings use the previous block's own tensors (not its mixed ones); block 0 is unmixed.
+* **PCGM** (Eq. 7): with ``GATE``, one gate per tower shared by its blocks, ``G(P) = sigmoid(w . mean_tokens(P) + b)``
+  of the block's (mixed) prompt, multiplies the block's update; blocks without a prompt use 1. It depends on the
+  prompts only, so ``W + G dW`` is a fixed matrix once training ends.
+* **Two stages in one run** (Algorithm 1): stage 1 trains a *teacher*, CLIP with the text "a photo of a {class}." and
+  its own LoRSS (no prompts, no gate), for ``EARLY_STOP`` epochs with ``CE + TEACHER_ORTH_WEIGHT * L_orth +
+  TEXT_LOSS_WEIGHT * L_text``; it is then frozen and merged. Stage 2 trains fresh MaPLe prompts, fresh LoRSS and the
+  gates with ``CE + KL_WEIGHT * KL(p_teacher || p) + ORTH_WEIGHT * L_orth + TEXT_LOSS_WEIGHT * L_text`` (Eq. 8-10).
+  ``L_orth`` averages ``||A_i A_i^T - I||_F`` and ``||B_i^T B_i - I||_F`` over the factors (Eq. 8); ``L_text`` is
+  PromptSRC's L1 to plain CLIP's 60-template text features. Without a KL term (``KL_WEIGHT 0``, the cross-dataset
+  recipe) no teacher is trained. ``TEACHER_DIR`` reads the teacher of an earlier run instead.
+* Checkpoints: the student (``prompt_learner/``, stage-2 epochs) and the teacher (``teacher/``, stage-1 epochs, with
+  its optimizer and random-number states), so an interrupted run resumes in the stage it was in; evaluation needs
+  only the student. Evaluation runs on merged weights (the LoRSS, their mixing and the gates folded into ``in_proj``).
+* Learning rates: ``LR_LORA`` (LoRSS and s_i; also the teacher's), ``LR_PROMPT`` (prompts and MaPLe's couplings) and
+  ``LR_GATE``, each times ``LR_SCALE`` (10 gives the paper's Table 4a values).
+"""
+import os.path as osp
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlpeft.config import trainer_config
+from vlpeft.engine import build_lr_scheduler, build_optimizer, register_trainer
+from vlpeft.engine.checkpoint import load_checkpoint, save_checkpoint, saved_epochs
+from vlpeft.engine.utils import capture_rng_state, restore_rng_state
+
+from .base import PromptCLIP, compute_accuracy, teacher_kl
+from .maple import MaPLe, MultiModalPromptLearner
+from .ivlp import PromptedCLIP
+from .promptsrc import ZeroShotTeacher
+from .text_prompts import ClassPromptEmbeddings
+
+trainer_config(
+    "DPDLORA", N_CTX=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9, SHARED_COUPLING=False,
+    RANK=4, N_SUB=3, LEARN_SCALES=True, LORA_MATS="qkv", LORA_LAYERS="all",
+    INTERACTION=True, ALPHA=0.9, VISION_MIX="coupled", GATE=True, GATE_BIAS_INIT=0.0,
+    LR_LORA=0.0035, LR_PROMPT=0.005, LR_GATE=0.005, LR_SCALE=1.0,
+    EARLY_STOP=5, TEACHER_SCHEDULE="truncated", TEACHER_DIR="", TEACHER_ORTH_WEIGHT=1.0, STUDENT_INIT="fresh",
+    KL_WEIGHT=0.1, KL_NORM="numel", ORTH_WEIGHT=0.1, ORTH_ON="AB", TEXT_LOSS_WEIGHT=25.0,
+)
+
+LORA_MATS = {"qkv": ("q", "k", "v"), "qkvo": ("q", "k", "v", "out")}
+CHOICES = {"LORA_MATS": tuple(LORA_MATS), "LORA_LAYERS": ("all", "prompted"), "VISION_MIX": ("coupled", "prompt"),
+           "TEACHER_SCHEDULE": ("truncated", "short"), "STUDENT_INIT": ("fresh", "teacher"),
+           "KL_NORM": ("numel", "batchmean"), "ORTH_ON": ("AB", "A")}
+TEACHER_TEXT = "a photo of a"
+#: the keys a teacher read from another run (TEACHER_DIR) must share with this run
+TEACHER_KEYS = ("RANK", "N_SUB", "LEARN_SCALES", "LORA_MATS", "LORA_LAYERS", "PROMPT_DEPTH", "INTERACTION", "ALPHA",
+                "EARLY_STOP")
+
+
+class LoRSS(nn.Module):
+    """Expanded lower-rank subspaces of one weight (Eq. 4): ``dW = sum_i s_i B_i A_i`` with ``A`` [m, r, in]
+    (Kaiming-uniform per sub-LoRA, as LoRA), ``B`` [m, out, r] (zeros) and ``s`` [m] (ones; a fixed buffer with
+    ``learn_scales=False``, which makes it a rank-m*r LoRA)."""
+
+    def __init__(self, in_features, out_features, rank=4, n_sub=3, learn_scales=True):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(n_sub, rank, in_features))
+        self.B = nn.Parameter(torch.zeros(n_sub, out_features, rank))
+        with torch.no_grad():
+            for a in self.A:
+                nn.init.kaiming_uniform_(a, a=5 ** 0.5)
+        if learn_scales:
+            self.s = nn.Parameter(torch.ones(n_sub))
+        else:
+            self.register_buffer("s", torch.ones(n_sub), persistent=False)
+
+    def factors(self):
+        """``(A_cat [m*r, in], scale [m*r], B_cat [out, m*r])`` with ``dW = B_cat diag(scale) A_cat``."""
+        m, r, d_in = self.A.shape
+        return (self.A.reshape(m * r, d_in), self.s.repeat_interleave(r),
+                self.B.permute(1, 0, 2).reshape(self.B.shape[1], m * r))
+
+    def weight(self):
+        return torch.einsum("i,ior,ird->od", self.s, self.B, self.A)
+
+
+class CoupledDelta:
+    """The update a block's weight receives: ``gate() * sum_k c_k dW_k`` over ``terms`` = [(c_k, LoRSS_k)] (Eq. 6-7).
+    A surgery delta: ``delta(x) = x dW^T`` through the stacked low-rank factors, ``weight()`` for merging. It owns no
+    parameters (the LoRSS and the gate belong to the learner)."""
+
+    def __init__(self, terms, gate=None):
+        self.terms = list(terms)
+        self.gate = gate
+
+    def factors(self):
+        parts = [(lorss.factors(), coef) for coef, lorss in self.terms]
+        a = torch.cat([f[0] for f, _ in parts])
+        scale = torch.cat([coef * f[1] for f, coef in parts])
+        b = torch.cat([f[2] for f, _ in parts], dim=1)
+        if self.gate is not None:
+            scale = scale * self.gate()
+        return a, scale, b
+
+    def __call__(self, x):
+        a, scale, b = self.factors()
+        return F.linear(F.linear(x, a.to(x.dtype)) * scale.to(x.dtype), b.to(x.dtype))
+
+    def weight(self):
+        a, scale, b = self.factors()
+        return (b * scale) @ a
+
+
+class LoRSSBank(nn.Module):
+    """The LoRSS of one model: ``text[l][mat]`` and ``vision[l][mat]`` for the first ``layers`` blocks of each tower
+    and ``mat`` in ``mats`` (q / k / v / out). :meth:`attach` wires them into a surgery layer with the hierarchical
+    interaction (``alpha``) and a gate per block (``gate(tower, layer)`` -> a callable or None)."""
+
+    def __init__(self, clip_model, rank, n_sub, mats, layers, learn_scales=True):
+        super().__init__()
+        widths = {"text": clip_model.ln_final.weight.shape[0], "vision": clip_model.visual.conv1.weight.shape[0]}
+        self.mats = tuple(mats)
+        for tower, width in widths.items():
+            setattr(self, tower, nn.ModuleList([
+                nn.ModuleDict({m: LoRSS(width, width, rank, n_sub, learn_scales) for m in self.mats})
+                for _ in range(layers)]))
+
+    def towers(self):
+        return {"text": self.text, "vision": self.vision}
+
+    def delta(self, tower, layer, mat, alpha=None, gate=None):
+        bank = self.towers()[tower]
+        terms = [(1.0, bank[layer][mat])] if alpha is None or layer == 0 else \
+            [(alpha, bank[layer][mat]), (1.0 - alpha, bank[layer - 1][mat])]
+        return CoupledDelta(terms, gate)
+
+    def attach(self, surgery, alpha=None, gate=None):
+        for tower, bank in self.towers().items():
+            for layer in range(len(bank)):
+                for mat in self.mats:
+                    g = gate(tower, layer) if gate is not None else None
+                    surgery.add_attention_delta(tower, layer, mat, self.delta(tower, layer, mat, alpha, g))
+
+    def subspaces(self):
+        return [m for m in self.modules() if isinstance(m, LoRSS)]
+
+
+def orthogonality_loss(bank, on="AB"):
+    """Eq. 8: the mean over the factor matrices of ``||A_i A_i^T - I||_F`` (A_i [r, in]) and, with ``on="AB"``, of
+    ``||B_i^T B_i - I||_F`` (B_i [out, r]); both Gram matrices are r x r."""
+    norms = []
+    for lorss in bank.subspaces():
+        eye = torch.eye(lorss.A.shape[1], device=lorss.A.device)
+        norms.append(torch.linalg.matrix_norm(lorss.A @ lorss.A.transpose(1, 2) - eye))
+        if on == "AB":
+            norms.append(torch.linalg.matrix_norm(lorss.B.transpose(1, 2) @ lorss.B - eye))
+    return torch.cat(norms).mean()
+
+
+class PromptGate(nn.Module):
+    """PCGM's gate of one tower (Eq. 7): ``sigmoid(w . mean_tokens(P) + b)``, w ~ N(0, 0.02^2), b = ``bias``."""
+
+    def __init__(self, width, bias=0.0):
+        super().__init__()
+        self.linear = nn.Linear(width, 1)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.constant_(self.linear.bias, bias)
+
+    def forward(self, prompt):
+        return torch.sigmoid(self.linear(prompt.float().mean(dim=0)))[0]
+
+
+class HierarchicalPrompts(MultiModalPromptLearner):
+    """MaPLe's prompts with the hierarchical interaction of Eq. 5 (``alpha`` None: plain MaPLe) and, with
+    ``shared_coupling``, one coupling function for every block (DPD-LoRA-dagger of Table 4b)."""
+
+    def __init__(self, clip_model, classnames, n_ctx, depth, ctx_init, alpha=None, vision_mix="coupled",
+                 shared_coupling=False):
+        super().__init__(clip_model, classnames, n_ctx, depth, ctx_init)
+        self.alpha, self.vision_mix, self.shared_coupling = alpha, vision_mix, shared_coupling
+        if shared_coupling:
+            self.compound_prompt_projections = nn.ModuleList()
+
+    def coupling(self, layer):
+        return self.proj if self.shared_coupling else super().coupling(layer)
+
+    def own_text_prompt(self, layer):
+        """``P_l`` itself, before mixing."""
+        return super().text_prompt(layer)
+
+    def text_prompt(self, layer):
+        """``alpha P_l + (1 - alpha) P_{l-1}`` for l >= 1 (Eq. 5)."""
+        own = self.own_text_prompt(layer)
+        if self.alpha is None or layer == 0:
+            return own
+        return self.alpha * own + (1 - self.alpha) * self.own_text_prompt(layer - 1)
+
+    def vision_prompts(self, layer):
+        """``alpha F_l(P_l) + (1 - alpha) F_{l-1}(P_{l-1})`` for l >= 1 (``vision_mix="prompt"``: ``F_l`` of the
+        mixed text prompt)."""
+        if self.alpha is None or layer == 0 or self.vision_mix == "prompt":
+            return self.coupling(layer)(self.text_prompt(layer))
+        own = self.coupling(layer)(self.own_text_prompt(layer))
+        previous = self.coupling(layer - 1)(self.own_text_prompt(layer - 1))
+        return self.alpha * own + (1 - self.alpha) * previous
+
+
+class DPDLoRALearner(nn.Module):
+    """The student: ``prompts`` (:class:`HierarchicalPrompts`), ``lorss`` (:class:`LoRSSBank`) and ``gates``
+    (:class:`PromptGate` per tower, or None), trained and checkpointed together; it stands in for the prompt
+    learner (``forward``, ``tokenized_prompts``, ``attach``)."""
+
+    def __init__(self, prompts, lorss, gates=None, alpha=None):
+        super().__init__()
+        self.prompts, self.lorss, self.gates = prompts, lorss, gates
+        self.alpha = alpha
+        self.depth = len(prompts.compound_prompts_text) + 1
+
+    @property
+    def tokenized_prompts(self):
+        return self.prompts.tokenized_prompts
+
+    def gate(self, tower, layer):
+        """``G(P_l)`` of block ``layer`` (the mixed prompt of that block), or None (gate 1) without gates or prompt."""
+        if self.gates is None or layer >= self.depth:
+            return None
+        prompt = self.prompts.text_prompt if tower == "text" else self.prompts.vision_prompts
+        return lambda: self.gates[tower](prompt(layer))
+
+    def gate_values(self):
+        with torch.no_grad():
+            return {tower: [float(self.gate(tower, l)()) for l in range(self.depth)] for tower in ("text", "vision")}
+
+    def attach(self, surgery):
+        self.prompts.attach(surgery)
+        self.lorss.attach(surgery, self.alpha, self.gate if self.gates is not None else None)
+
+    def param_groups(self, lr_lora, lr_prompt, lr_gate):
+        groups = [{"params": list(self.prompts.parameters()), "lr": lr_prompt, "name": "prompt"},
+                  {"params": list(self.lorss.parameters()), "lr": lr_lora, "name": "lora"}]
+        if self.gates is not None:
+            groups.append({"params": list(self.gates.parameters()), "lr": lr_gate, "name": "gate"})
+        return groups
+
+    def forward(self):
+        return self.prompts()
+
+
+class TemplateLoRSSLearner(nn.Module):
+    """The stage-1 teacher's learner: the class prompts "a photo of a {class}." (fixed) and its ``lorss``."""
+
+    def __init__(self, clip_model, classnames, lorss):
+        super().__init__()
+        self.classes = ClassPromptEmbeddings(clip_model, classnames, TEACHER_TEXT, 0)
+        self.lorss = lorss
+
+    @property
+    def tokenized_prompts(self):
+        return self.classes.tokenized_prompts
+
+    def forward(self):
+        prefix = self.classes.token_prefix
+        return self.classes.assemble(prefix.new_zeros(prefix.shape[0], 0, prefix.shape[2]))
+
+
+def kl_to_teacher(logits, teacher_logits, norm="numel"):
+    """``KL(p_teacher || p)``: summed over the logits and divided by their number (``numel``, PromptSRC's reduction)
+    or by the batch size (``batchmean``: C times stronger)."""
+    if norm == "numel":
+        return teacher_kl(logits, teacher_logits)
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
+                    reduction="batchmean", log_target=True)
+
+
+@register_trainer
+class DPDLoRA(MaPLe):
+    """DPD-LoRA (Algorithm 1): the student is learner ``prompt_learner`` (prompts + LoRSS + gates); the stage-1
+    teacher (``self.teacher``, a second frozen CLIP with its own LoRSS) is trained in :meth:`before_train` unless it
+    is read from ``TEACHER_DIR`` or not needed (``KL_WEIGHT 0``)."""
+
+    CONFIG_NODE = "DPDLORA"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        c = cfg.TRAINER.DPDLORA
+        for key, allowed in CHOICES.items():
+            if c[key] not in allowed:
+                raise ValueError(f'TRAINER.DPDLORA.{key} must be one of {list(allowed)}, got "{c[key]}"')
+        if not 0.0 <= c.ALPHA <= 1.0:
+            raise ValueError(f"TRAINER.DPDLORA.ALPHA must be in [0, 1], got {c.ALPHA}")
+        if c.KL_WEIGHT > 0 and not c.TEACHER_DIR and c.EARLY_STOP < 1:
+            raise ValueError("TRAINER.DPDLORA.KL_WEIGHT > 0 needs a stage-1 teacher: set EARLY_STOP >= 1 (its epochs) "
+                             "or TEACHER_DIR (an earlier DPDLoRA run), or KL_WEIGHT 0")
+        if c.EARLY_STOP > cfg.OPTIM.MAX_EPOCH and c.TEACHER_SCHEDULE == "truncated":
+            raise ValueError(f"TRAINER.DPDLORA.EARLY_STOP ({c.EARLY_STOP}) stops the teacher within the "
+                             f"{cfg.OPTIM.MAX_EPOCH}-epoch schedule (TEACHER_SCHEDULE truncated): it cannot be larger")
+        if c.STUDENT_INIT == "teacher" and not self.needs_teacher(cfg):
+            raise ValueError("TRAINER.DPDLORA.STUDENT_INIT teacher needs a teacher (KL_WEIGHT > 0 or TEACHER_DIR)")
+
+    @staticmethod
+    def needs_teacher(cfg):
+        c = cfg.TRAINER.DPDLORA
+        return c.KL_WEIGHT > 0 or bool(c.TEACHER_DIR)
+
+    # ------------------------------------------------------------------ model
+    def lorss_layers(self, clip_model):
+        c = self.trainer_cfg
+        return c.PROMPT_DEPTH if c.LORA_LAYERS == "prompted" else len(clip_model.transformer.resblocks)
+
+    def build_lorss(self, clip_model):
+        c = self.trainer_cfg
+        if len(clip_model.transformer.resblocks) != len(clip_model.visual.transformer.resblocks) \
+                and c.LORA_LAYERS == "all":
+            raise ValueError("DPD-LoRA with LORA_LAYERS all needs towers of equal depth")
+        return LoRSSBank(clip_model, c.RANK, c.N_SUB, LORA_MATS[c.LORA_MATS], self.lorss_layers(clip_model),
+                         c.LEARN_SCALES)
+
+    @property
+    def alpha(self):
+        return self.trainer_cfg.ALPHA if self.trainer_cfg.INTERACTION else None
+
+    def learning_rates(self):
+        c = self.trainer_cfg
+        return {"lora": c.LR_LORA * c.LR_SCALE, "prompt": c.LR_PROMPT * c.LR_SCALE, "gate": c.LR_GATE * c.LR_SCALE}
+
+    def build_model(self):
+        c = self.trainer_cfg
+        clip_model = self.load_frozen_clip()
+        print("Building custom CLIP")
+        prompts = HierarchicalPrompts(clip_model, self.dm.dataset.classnames, c.N_CTX, c.PROMPT_DEPTH, c.CTX_INIT,
+                                      self.alpha, c.VISION_MIX, c.SHARED_COUPLING)
+        width = {"text": clip_model.ln_final.weight.shape[0], "vision": clip_model.visual.conv1.weight.shape[0]}
+        gates = nn.ModuleDict({t: PromptGate(w, c.GATE_BIAS_INIT) for t, w in width.items()}) if c.GATE else None
+        learner = DPDLoRALearner(prompts, self.build_lorss(clip_model), gates, self.alpha)
+        self.model = PromptedCLIP(learner, clip_model)
+        lrs = self.learning_rates()
+        n = {k: sum(p.numel() for p in m.parameters()) for k, m in
+             (("prompts", prompts), ("lorss", learner.lorss), ("gates", gates or nn.Module()))}
+        print(f"DPD-LoRA: LoRSS {c.N_SUB} x rank {c.RANK} on {c.LORA_MATS} of {c.LORA_LAYERS} blocks "
+              f"({n['lorss']:,} parameters), interaction {c.INTERACTION} (alpha {c.ALPHA}), gates {c.GATE} "
+              f"({n['gates']:,}), MaPLe prompts {n['prompts']:,}")
+        print(f"DPD-LoRA learning rates: prompts {lrs['prompt']:g}, LoRSS {lrs['lora']:g}, gates {lrs['gate']:g}")
+        self.register_learner("prompt_learner", learner, model=self.model,
+                              param_groups=learner.param_groups(lrs["lora"], lrs["prompt"], lrs["gate"]))
+        self.text_target = ZeroShotTeacher(self.model, self.dm.dataset.classnames) if c.TEXT_LOSS_WEIGHT else None
+        self.teacher = None
+        self.stage = 2
+
+    def build_teacher(self):
+        """Stage 1's model: a second frozen CLIP with the fixed template text and its own LoRSS, no prompts or gate;
+        returns the model and the teacher optimizer / scheduler (LoRSS learning rate)."""
+        clip_model = self.load_frozen_clip()
+        with torch.random.fork_rng(devices=[]):  # a resumed run draws the same random numbers as an uninterrupted one
+            lorss = self.build_lorss(clip_model)
+        teacher = PromptCLIP(TemplateLoRSSLearner(clip_model, self.dm.dataset.classnames, lorss), clip_model)
+        lorss.attach(teacher.surgery, self.alpha)
+        for p in lorss.parameters():
+            p.data = p.data.float()
+            p.requires_grad_(True)
+        teacher.to(self.device)
+        optim_cfg = self.cfg.OPTIM.clone()
+        if self.trainer_cfg.TEACHER_SCHEDULE == "short":
+            optim_cfg.defrost()
+            optim_cfg.MAX_EPOCH = self.trainer_cfg.EARLY_STOP
+        params = [p for p in lorss.parameters()]
+        optim = build_optimizer(params, optim_cfg, param_groups=[{"params": params, "lr": self.learning_rates()["lora"]}])
+        return teacher, optim, build_lr_scheduler(optim, optim_cfg)
+
+    # ------------------------------------------------------------------ stage 1
+    def teacher_meta(self):
+        c, d = self.trainer_cfg, self.cfg.DATASET
+        return {"dataset": d.NAME, "subsample_classes": d.SUBSAMPLE_CLASSES, "num_shots": int(d.NUM_SHOTS),
+                "seed": int(self.cfg.SEED), "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                "classnames": list(self.dm.dataset.classnames),
+                "lorss": {k: c[k] for k in TEACHER_KEYS}}
+
+    def save_teacher(self, epoch, directory, optim, sched):
+        save_checkpoint({"state_dict": self.teacher.prompt_learner.lorss.state_dict(), "epoch": epoch + 1,
+                         "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                         "rng_state": capture_rng_state(), "teacher": self.teacher_meta()},
+                        osp.join(directory, "teacher"))
+
+    def read_teacher(self, directory, epoch):
+        """The stage-1 checkpoint ``<directory>/teacher/model.pth.tar-<epoch>``, checked against this run."""
+        path = osp.join(directory, "teacher", f"model.pth.tar-{epoch}")
+        if not osp.exists(path):
+            found = saved_epochs(osp.join(directory, "teacher"))
+            raise FileNotFoundError(
+                f'No DPD-LoRA teacher at "{path}" (teacher epochs saved there: {found or "none"}). TEACHER_DIR must be '
+                f"the output folder of a DPDLoRA run whose stage 1 finished (EARLY_STOP {epoch})")
+        checkpoint = load_checkpoint(path)
+        theirs, ours = checkpoint.get("teacher", {}), self.teacher_meta()
+        wrong = [k for k in ours if theirs.get(k) != ours[k]]
+        if wrong:
+            detail = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in wrong if k != "classnames")
+            raise ValueError(f'The teacher in "{path}" was trained for another setting ({", ".join(wrong)}'
+                             f"{': ' + detail if detail else ''}). Train it in this run (TEACHER_DIR \"\") or point "
+                             "TEACHER_DIR at a run of this dataset, seed, shots, classes and LoRSS keys.")
+        return checkpoint
+
+    def before_train(self):
+        super().before_train()
+        if self.needs_teacher(self.cfg):
+            self.prepare_teacher()
+        else:
+            print("DPD-LoRA: no stage-1 teacher (KL_WEIGHT 0): training the student only")
+
+    def prepare_teacher(self):
+        """Read, resume or train the stage-1 teacher, then freeze and merge it (Algorithm 1, stage 1)."""
+        c = self.trainer_cfg
+        self.teacher, optim, sched = self.build_teacher()
+        lorss = self.teacher.prompt_learner.lorss
+        if c.TEACHER_DIR:
+            checkpoint = self.read_teacher(c.TEACHER_DIR, c.EARLY_STOP)
+            lorss.load_state_dict(checkpoint["state_dict"])
+            print(f'DPD-LoRA: stage-1 teacher read from "{c.TEACHER_DIR}" (epoch {c.EARLY_STOP})')
+        else:
+            directory = self.cfg.RESUME or self.output_dir
+            done = saved_epochs(osp.join(directory, "teacher"))
+            start = max(done) if done else 0
+            if self.start_epoch > 0 and start < c.EARLY_STOP:
+                raise RuntimeError(f'The student resumes at epoch {self.start_epoch + 1} but "{directory}/teacher" '
+                                   f"holds no finished stage-1 teacher (epoch {c.EARLY_STOP}); remove the folder "
+                                   "(or use a new --output-dir) and train again")
+            if start:
+                checkpoint = self.read_teacher(directory, min(start, c.EARLY_STOP))
+                lorss.load_state_dict(checkpoint["state_dict"])
+                if start < c.EARLY_STOP:
+                    optim.load_state_dict(checkpoint["optimizer"])
+                    sched.load_state_dict(checkpoint["scheduler"])
+                    restore_rng_state(checkpoint["rng_state"])
+                    print(f"DPD-LoRA: stage 1 resumes at epoch {start + 1}")
+            if start < c.EARLY_STOP:
+                self.train_teacher(start, optim, sched)
+        self.freeze_teacher()
+        if c.STUDENT_INIT == "teacher" and self.start_epoch == 0:
+            self._models["prompt_learner"].lorss.load_state_dict(lorss.state_dict())
+            print("DPD-LoRA: the student's LoRSS start from the teacher's (STUDENT_INIT teacher)")
+
+    def train_teacher(self, start, optim, sched):
+        c = self.trainer_cfg
+        total = self.cfg.OPTIM.MAX_EPOCH if c.TEACHER_SCHEDULE == "truncated" else c.EARLY_STOP
+        print(f"DPD-LoRA stage 1: training the LoRSS-CLIP teacher for {c.EARLY_STOP} epochs "
+              f"(of a {total}-epoch schedule)")
+        self._teacher_optim, self._teacher_sched = optim, sched
+        max_epoch, writer = self.max_epoch, self._writer
+        self.max_epoch, self._writer, self.stage = c.EARLY_STOP, None, 1
+        self.teacher.train()
+        try:
+            for self.epoch in range(start, c.EARLY_STOP):
+                self.run_epoch()
+                self.save_teacher(self.epoch, self.output_dir, optim, sched)
+        finally:
+            self.max_epoch, self._writer, self.stage = max_epoch, writer, 2
+            self.epoch = self.start_epoch
+        print("DPD-LoRA stage 2: training the prompts, LoRSS and gates against the frozen teacher")
+
+    def freeze_teacher(self):
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.teacher.surgery.merge()  # the frozen teacher runs at plain CLIP's cost
+
+    def get_current_lr(self, names=None):
+        if self.stage == 1:
+            return self._teacher_optim.param_groups[0]["lr"]
+        return super().get_current_lr(names)
+
+    # ------------------------------------------------------------------ steps
+    def orth_loss(self, lorss):
+        return orthogonality_loss(lorss, self.trainer_cfg.ORTH_ON)
+
+    def text_loss(self, text_features):
+        return F.l1_loss(text_features.float(), self.text_target.text_features().float())
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        if self.stage == 1:
+            return self.teacher_step(image, label)
+        c = self.trainer_cfg
+        model = self.model
+        with self.autocast():
+            text_features = model.text_features()
+            logits = model.logits(model.image_features(image), text_features)
+            loss_ce = F.cross_entropy(logits, label)
+            loss = loss_ce
+            summary = {"loss_ce": loss_ce.item()}
+            if self.teacher is not None and c.KL_WEIGHT:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(image)
+                loss_kl = kl_to_teacher(logits, teacher_logits, c.KL_NORM)
+                loss = loss + c.KL_WEIGHT * loss_kl
+                summary["loss_kl"] = loss_kl.item()
+            if c.ORTH_WEIGHT:
+                loss_orth = self.orth_loss(self._models["prompt_learner"].lorss)
+                loss = loss + c.ORTH_WEIGHT * loss_orth
+                summary["loss_orth"] = loss_orth.item()
+            if self.text_target is not None:
+                loss_text = self.text_loss(text_features)
+                loss = loss + c.TEXT_LOSS_WEIGHT * loss_text
+                summary["loss_text"] = loss_text.item()
+        self.backward_and_update(loss)
+        summary = {"loss": loss.item(), **summary, "acc": compute_accuracy(logits, label)[0].item()}
+        self.step_lr_at_epoch_end()
+        return summary
+
+    def teacher_step(self, image, label):
+        """Stage 1: ``CE + TEACHER_ORTH_WEIGHT * L_orth + TEXT_LOSS_WEIGHT * L_text`` on the teacher's LoRSS."""
+        c = self.trainer_cfg
+        teacher = self.teacher
+        with self.autocast():
+            text_features = teacher.text_features()
+            logits = teacher.logits(teacher.image_features(image), text_features)
+            loss_ce = F.cross_entropy(logits, label)
+            loss_orth = self.orth_loss(teacher.prompt_learner.lorss)
+            loss = loss_ce + c.TEACHER_ORTH_WEIGHT * loss_orth
+            summary = {"loss_ce": loss_ce.item(), "loss_orth": loss_orth.item()}
+            if self.text_target is not None:
+                loss_text = self.text_loss(text_features)
+                loss = loss + c.TEXT_LOSS_WEIGHT * loss_text
+                summary["loss_text"] = loss_text.item()
+        self.detect_anomaly(loss)
+        optim = self._teacher_optim
+        optim.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optim)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+        if (self.batch_idx + 1) == self.num_batches:
+            self._teacher_sched.step()
+        return {"loss": loss.item(), **summary, "acc": compute_accuracy(logits, label)[0].item()}
+
+    def after_epoch(self):
+        learner = self._models["prompt_learner"]
+        if learner.gates is not None:
+            gates = learner.gate_values()
+            print("DPD-LoRA gates: " + "; ".join(
+                f"{t} " + " ".join(f"{g:.3f}" for g in values) for t, values in gates.items()))
+        with torch.no_grad():
+            norm = max(float(s.weight().norm()) for s in learner.lorss.subspaces())
+        print(f"DPD-LoRA: largest ||dW_i||_F {norm:.4e}")
+        super().after_epoch()
+
+    def bench_setup(self):
+        """For ``python -m vlpeft.bench``: an untrained frozen teacher, so that a step costs what stage 2's does."""
+        if self.needs_teacher(self.cfg) and self.teacher is None:
+            self.teacher = self.build_teacher()[0]
+            self.freeze_teacher()
