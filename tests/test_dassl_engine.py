@@ -36,6 +36,8 @@ TRAINERS = {
              "TRAINER.DSRA.GPA_MEAN", 2, "TRAINER.DSRA.RANK", 4],
     "DIP": ["TRAINER.DIP.PREC", "fp32", "TRAINER.DIP.PROMPT_DEPTH", 2],
     "DIPMaPLe": ["TRAINER.DIPMAPLE.PREC", "fp32", "TRAINER.DIPMAPLE.PROMPT_DEPTH", 2, "TRAINER.DIPMAPLE.PROJ_RANK", 8],
+    "DPDLoRA": ["TRAINER.DPDLORA.PREC", "fp32", "TRAINER.DPDLORA.PROMPT_DEPTH", 2, "TRAINER.DPDLORA.EARLY_STOP", 1,
+                "TRAINER.DPDLORA.LR_PROMPT", 0.002],
 }
 IVLP_KEYS = ["ctx", "text_deep.0", "vision_ctx", "vision_deep.0"]
 CHECKPOINT_KEYS = {  # trainable tensors only, and DIP's frozen P_init (the paper stores it; depth 2 here)

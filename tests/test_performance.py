@@ -16,6 +16,7 @@ TRAINERS = {
     "MaPLe": {"TRAINER.MAPLE.PROMPT_DEPTH": 2},
     "DsRA": {**{f"TRAINER.DSRA.{k}": v for k, v in DEEP.items()}, "TRAINER.DSRA.RANK": 4},
     "DIP": {"TRAINER.DIP.PROMPT_DEPTH": 2, "TRAINER.DIP.DROPOUT": 0.5},  # dropout: recomputation must replay it
+    "DPDLoRA": {"TRAINER.DPDLORA.PROMPT_DEPTH": 2},
 }
 
 

@@ -35,6 +35,10 @@ CASES = {
                    (("dg",), 2 + 2 * len(DG), {"imagenet"} | DG)],
     # search then DPL training (fewshot: 16 shots only by default); base2new adds DPL's new-class evaluation
     "dpl/run.sh": [(("fewshot",), 2, EUROSAT), (("base2new",), 3, EUROSAT)],
+    # MaPLe's protocols, plus the Table 3 ablation: 4 rows x (base train + new-class evaluation)
+    "dpdlora/run.sh": [(("base2new",), 2, EUROSAT), (("fewshot",), 5, EUROSAT),
+                       (("xd",), 1 + len(XD), {"imagenet"} | XD), (("dg",), 1 + len(DG), {"imagenet"} | DG),
+                       (("ablation",), 8, EUROSAT)],
     "gpu_check.sh": [((), 3, set())],  # vlpeft.gpucheck, vlpeft.bench, vlpeft.gpucheck --finish
     "testbed/run.sh": [(("--protocols", "b2n", "--trainers", "ZeroshotCLIP", "CoOp"), 1, set())],
     "zsclip/zeroshot.sh": [(("eurosat", "vit_b16"), 1, EUROSAT)],
@@ -75,7 +79,8 @@ def fake_python(tmp_path, real=True):
 def run_script(script, args, tmp_path, python, **env):
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATA", "OUTPUT", "DATASETS", "SEEDS", "SHOTS_LIST", "DRY_RUN", "PYTHON", "LOADEP", "CFG",
-                         "BASE", "BACKBONE_CFG", "DPC_CFG", "SEARCH_SEED", "SEARCH_CFG", "TRAIN_CFG")}
+                         "BASE", "BACKBONE_CFG", "DPC_CFG", "SEARCH_SEED", "SEARCH_CFG", "TRAIN_CFG", "B2N_CFG",
+                         "FS_CFG", "XD_CFG", "ROW", "TEACHER_DIR", "TEACHER_CFG")}
     env = {k: v for k, v in dict(base, PYTHON=str(python), **env).items() if v is not None}
     return subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -460,8 +465,231 @@ DPL_REFUSALS = [
 ]
 
 
+# ---- scripts/dpdlora/run.sh: MaPLe's protocols with DPD-LoRA's configs (the stage-1 teacher is trained inside each
+# training job), the Table 3 ablation rows, and TEACHER_DIR (a teacher read from an earlier run)
+DPDLORA_CFG = {"base2new": "vit_b16_c2_ep20_batch4_2ctx", "ablation": "vit_b16_c2_ep20_batch4_2ctx",
+               "fewshot": "vit_b16_c2_ep50_batch4_2ctx_few_shot", "xd": "vit_b16_c2_ep2_batch4_2ctx_cross_datasets",
+               "dg": "vit_b16_c2_ep2_batch4_2ctx_cross_datasets"}
+DPDLORA_ROWS = {  # Table 3, in its order: the row's TRAINER.DPDLORA switches
+    "lorss": "TRAINER.DPDLORA.INTERACTION False TRAINER.DPDLORA.GATE False TRAINER.DPDLORA.KL_WEIGHT 0.0 "
+             "TRAINER.DPDLORA.ORTH_WEIGHT 0.0 TRAINER.DPDLORA.TEXT_LOSS_WEIGHT 0.0".split(),
+    "interaction": "TRAINER.DPDLORA.GATE False TRAINER.DPDLORA.KL_WEIGHT 0.0 TRAINER.DPDLORA.ORTH_WEIGHT 0.0 "
+                   "TRAINER.DPDLORA.TEXT_LOSS_WEIGHT 0.0".split(),
+    "scl": ["TRAINER.DPDLORA.GATE", "False"],
+    "pcgm": [],
+}
+DPDLORA_TEACHER_ROWS = ("scl", "pcgm")  # the rows with a KL term (the others train no teacher: TEACHER_DIR not passed)
+
+
+def dpdlora_job(tokens):
+    """job() plus the TEACHER_DIR passed and the other TRAINER.DPDLORA options, in order."""
+    keys = [i for i, t in enumerate(tokens) if t.startswith("TRAINER.DPDLORA.") and t != "TRAINER.DPDLORA.TEACHER_DIR"]
+    opts = [t for i in keys for t in tokens[i:i + 2]]
+    return dict(job(tokens), teacher_dir=option(tokens, "TRAINER.DPDLORA.TEACHER_DIR"), opts=opts)
+
+
+def expected_dpdlora_jobs(out, protocol, datasets, seeds, shots_list=("1", "2", "4", "8", "16"),
+                          rows=tuple(DPDLORA_ROWS), cfg=None, epoch=None, teacher=None, teacher_cfg=None):
+    """The jobs of scripts/dpdlora/run.sh in order, written out from the output-folder scheme of scripts/common.sh
+    (MaPLe's protocols) and the script's header (the ablation rows' folders, the teacher folders)."""
+    cfg = cfg or DPDLORA_CFG[protocol]
+    config = f"configs/trainers/DPDLoRA/{cfg}.yaml"
+    epoch, teacher_cfg = epoch or max_epoch(config), teacher_cfg or cfg
+    blank = dict(trainer="DPDLoRA", config=config, model_dir=None, epoch=None, eval_only=False, backbone_dir=None,
+                 teacher_dir=None, opts=[])
+    jobs = []
+
+    def b2n(folder, ds, s, opts, with_teacher):
+        train_dir = f"{out}/base2new/train_base/{ds}/shots_16/{folder}/{cfg}/seed{s}"
+        common = dict(blank, dataset=ds, seed=s, shots="16", opts=opts)
+        teacher_dir = (f"{teacher}/base2new/train_base/{ds}/shots_16/DPDLoRA/{teacher_cfg}/seed{s}"
+                       if teacher and with_teacher else None)
+        return [dict(common, out=train_dir, sub="base", teacher_dir=teacher_dir),
+                dict(common, out=f"{out}/base2new/test_new/{ds}/shots_16/{folder}/{cfg}/seed{s}", sub="new",
+                     model_dir=train_dir, epoch=epoch, eval_only=True)]
+
+    if protocol == "base2new":
+        jobs = [j for ds in datasets for s in seeds for j in b2n("DPDLoRA", ds, s, [], True)]
+    elif protocol == "ablation":
+        jobs = [j for row in rows for ds in datasets for s in seeds
+                for j in b2n(f"DPDLoRA_ablation_{row}", ds, s, DPDLORA_ROWS[row], row in DPDLORA_TEACHER_ROWS)]
+    elif protocol == "fewshot":
+        jobs = [dict(blank, out=f"{out}/{ds}/DPDLoRA/{cfg}_{k}shots/seed{s}", dataset=ds, seed=s, sub=None, shots=k,
+                     teacher_dir=f"{teacher}/{ds}/DPDLoRA/{teacher_cfg}_{k}shots/seed{s}" if teacher else None)
+                for ds in datasets for k in shots_list for s in seeds]
+    else:
+        for s in seeds:
+            train_dir = f"{out}/imagenet/DPDLoRA/{cfg}_16shots/seed{s}"
+            jobs.append(dict(blank, out=train_dir, dataset="imagenet", seed=s, sub=None, shots="16"))
+            jobs += [dict(blank, out=f"{out}/evaluation/DPDLoRA/{cfg}_16shots/{t}/seed{s}", dataset=t, seed=s,
+                          sub=None, shots=None, model_dir=train_dir, epoch=epoch, eval_only=True)
+                     for t in (XD_ORDER if protocol == "xd" else DG_ORDER)]
+    return jobs
+
+
+def check_dpdlora_order(jobs):
+    """Spelled out: every evaluation loads a training job printed before it (same seed and switches; base2new: same
+    dataset, trained on the base classes), and no evaluation reads a teacher."""
+    for i, j in enumerate(jobs):
+        if not j["eval_only"]:
+            continue
+        [t] = [t for t in jobs[:i] if t["out"] == j["model_dir"]]
+        assert not t["eval_only"] and (t["seed"], t["opts"], t["config"]) == (j["seed"], j["opts"], j["config"])
+        assert (t["dataset"], t["sub"]) == ((j["dataset"], "base") if j["sub"] == "new" else ("imagenet", None))
+        assert j["teacher_dir"] is None
+
+
+@pytest.mark.parametrize("protocol", ["base2new", "fewshot", "xd", "dg", "ablation"])
+def test_dpdlora_protocol_jobs(tmp_path, protocol):
+    out, jobs = two_stage_dry_run(tmp_path, "dpdlora/run.sh", protocol, dpdlora_job)
+    assert jobs == expected_dpdlora_jobs(out, protocol, ["eurosat", "dtd"], ["1", "3"])
+    check_dpdlora_order(jobs)
+    # the same, as values: one config, its number of jobs and the epoch each evaluation loads
+    assert {j["config"] for j in jobs} == {f"configs/trainers/DPDLoRA/{DPDLORA_CFG[protocol]}.yaml"}
+    assert {j["trainer"] for j in jobs} == {"DPDLoRA"} and {j["teacher_dir"] for j in jobs} == {None}
+    assert len(jobs) == {"base2new": 8, "fewshot": 20, "xd": 22, "dg": 10, "ablation": 32}[protocol]
+    assert {j["epoch"] for j in jobs if j["eval_only"]} == ({"20"} if protocol in ("base2new", "ablation")
+                                                           else {"2"} if protocol in ("xd", "dg") else set())
+    if protocol == "fewshot":  # all classes (no SUBSAMPLE_CLASSES), each shot count, no evaluation job
+        assert [(j["dataset"], j["shots"]) for j in jobs[:10:2]] == [("eurosat", k) for k in ("1", "2", "4", "8", "16")]
+        assert {(j["sub"], j["eval_only"]) for j in jobs} == {(None, False)}
+
+
+@pytest.mark.parametrize("protocol, n_jobs, epoch", [("base2new", 11 * 3 * 2, "20"), ("fewshot", 11 * 3 * 5, None),
+                                                     ("xd", 3 * (1 + 10), "2"), ("dg", 3 * (1 + 4), "2"),
+                                                     ("ablation", 4 * 11 * 3 * 2, "20")])
+def test_dpdlora_default_loops_cover_the_11_datasets_and_3_seeds(tmp_path, protocol, n_jobs, epoch):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    proc = run_script("dpdlora/run.sh", [protocol], tmp_path, python, DRY_RUN="1", OUTPUT=str(out),
+                      DATA=str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    jobs = [dpdlora_job(tokens) for tokens in commands(proc.stdout, python)]
+    assert len(jobs) == n_jobs
+    datasets = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+    assert jobs == expected_dpdlora_jobs(out, protocol, datasets, ["1", "2", "3"])
+    assert {j["epoch"] for j in jobs if j["eval_only"]} == ({epoch} if epoch else set())
+
+
+def test_dpdlora_ablation_rows_are_base2new_with_their_switches_in_their_own_folders(tmp_path):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+
+    def dry_run(protocol, **env):
+        proc = run_script("dpdlora/run.sh", [protocol], tmp_path, python, DRY_RUN="1", DATASETS="eurosat",
+                          SEEDS="2", OUTPUT=str(out), DATA=str(tmp_path / "data"), **env)
+        assert proc.returncode == 0, proc.stderr
+        return commands(proc.stdout, python)
+
+    base2new = dry_run("base2new")
+    ablation = dry_run("ablation")
+    assert len(base2new) == 2 and len(ablation) == 8
+    folders = set()
+    for k, row in enumerate(DPDLORA_ROWS):  # rows in Table 3's order, each train then evaluation
+        train, test = ablation[2 * k: 2 * k + 2]
+        # the base2new command word for word, the row's folder in place of DPDLoRA's and its switches appended
+        renamed = [[t.replace("/shots_16/DPDLoRA/", f"/shots_16/DPDLoRA_ablation_{row}/") for t in c] for c in base2new]
+        assert train == renamed[0] + DPDLORA_ROWS[row] and test == renamed[1] + DPDLORA_ROWS[row]
+        assert option(test, "--model-dir") == option(train, "--output-dir")
+        assert option(test, "--load-epoch") == "20" and "--eval-only" in test and "--eval-only" not in train
+        folders |= {option(train, "--output-dir"), option(test, "--output-dir")}
+    assert dpdlora_job(ablation[0])["opts"] == ["TRAINER.DPDLORA.INTERACTION", "False", "TRAINER.DPDLORA.GATE", "False",
+                                                "TRAINER.DPDLORA.KL_WEIGHT", "0.0", "TRAINER.DPDLORA.ORTH_WEIGHT", "0.0",
+                                                "TRAINER.DPDLORA.TEXT_LOSS_WEIGHT", "0.0"]
+    assert dpdlora_job(ablation[4])["opts"] == ["TRAINER.DPDLORA.GATE", "False"]
+    assert dpdlora_job(ablation[6])["opts"] == []
+    # 8 distinct folders, none of them base2new's
+    assert len(folders) == 8 and not folders & {option(c, "--output-dir") for c in base2new}
+    assert {f.split("/shots_16/")[1].split("/")[0] for f in folders} == {
+        "DPDLoRA_ablation_lorss", "DPDLoRA_ablation_interaction", "DPDLoRA_ablation_scl", "DPDLoRA_ablation_pcgm"}
+    # ROW selects rows (one, or several in the order given)
+    for row in ("lorss", "interaction", "scl", "pcgm"):
+        assert [dpdlora_job(c) for c in dry_run("ablation", ROW=row)] == expected_dpdlora_jobs(
+            out, "ablation", ["eurosat"], ["2"], rows=(row,))
+    assert [dpdlora_job(c) for c in dry_run("ablation", ROW="pcgm lorss")] == expected_dpdlora_jobs(
+        out, "ablation", ["eurosat"], ["2"], rows=("pcgm", "lorss"))
+
+
+@pytest.mark.parametrize("teacher_cfg", [None, "testbed"])
+@pytest.mark.parametrize("protocol", ["base2new", "fewshot", "ablation", "xd", "dg"])
+def test_dpdlora_teacher_dir_is_the_same_run_under_another_root(tmp_path, protocol, teacher_cfg):
+    teacher = tmp_path / "teacher runs"  # a space in the path survives the quoting
+    out, jobs = two_stage_dry_run(tmp_path, "dpdlora/run.sh", protocol, dpdlora_job, TEACHER_DIR=f"{teacher}/",
+                                  TEACHER_CFG=teacher_cfg)
+    if protocol in ("xd", "dg"):  # no teacher in the cross-dataset recipe: TEACHER_DIR does not apply
+        assert jobs == expected_dpdlora_jobs(out, protocol, ["eurosat", "dtd"], ["1", "3"])
+        return
+    assert jobs == expected_dpdlora_jobs(out, protocol, ["eurosat", "dtd"], ["1", "3"], teacher=teacher,
+                                         teacher_cfg=teacher_cfg)
+    check_dpdlora_order(jobs)
+    cfg = teacher_cfg or DPDLORA_CFG[protocol]
+    with_teacher = [j for j in jobs if j["teacher_dir"]]
+    # every training job that trains a teacher reads it instead; evaluations and the rows without KL get none
+    assert with_teacher == [j for j in jobs if not j["eval_only"] and j["opts"] in ([], DPDLORA_ROWS["scl"])]
+    assert len(with_teacher) == {"base2new": 4, "fewshot": 20, "ablation": 8}[protocol]
+    first = with_teacher[0]["teacher_dir"]
+    assert first == (f"{teacher}/eurosat/DPDLoRA/{cfg}_1shots/seed1" if protocol == "fewshot"
+                     else f"{teacher}/base2new/train_base/eurosat/shots_16/DPDLoRA/{cfg}/seed1")
+
+
+@pytest.mark.parametrize("protocol", ["base2new", "fewshot"])
+def test_dpdlora_refuses_a_teacher_dir_naming_the_jobs_own_folders(tmp_path, protocol):
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    env = dict(DRY_RUN="1", DATASETS="eurosat", SEEDS="1", OUTPUT=str(out), DATA=str(tmp_path / "data"))
+    proc = run_script("dpdlora/run.sh", [protocol], tmp_path, python, TEACHER_DIR=f"{out}/", **env)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert len(proc.stderr.splitlines()) == 1 and "TEACHER_DIR is OUTPUT" in proc.stderr
+    # the same root with another config, or the ablation (its rows' folders are not DPDLoRA's), is fine
+    for args, extra in (([protocol], dict(TEACHER_CFG="testbed")), (["ablation"], {})):
+        proc = run_script("dpdlora/run.sh", args, tmp_path, python, TEACHER_DIR=str(out), **env, **extra)
+        assert proc.returncode == 0 and commands(proc.stdout, python), proc.stderr
+    assert not out.exists()
+
+
+def test_dpdlora_config_overrides_and_loadep(tmp_path):
+    """B2N_CFG / FS_CFG / XD_CFG replace the configs (the evaluated epoch follows the config's MAX_EPOCH, 10 for the
+    testbed config); LOADEP overrides that epoch."""
+    python, out = fake_python(tmp_path), tmp_path / "out"
+    env = dict(DRY_RUN="1", DATASETS="dtd", SEEDS="2", OUTPUT=str(out), DATA=str(tmp_path / "data"))
+    for protocol, var, loadep, epoch in (("base2new", "B2N_CFG", None, "10"), ("ablation", "B2N_CFG", "7", "7"),
+                                         ("fewshot", "FS_CFG", None, None), ("xd", "XD_CFG", None, "10"),
+                                         ("dg", "XD_CFG", "7", "7")):
+        proc = run_script("dpdlora/run.sh", [protocol], tmp_path, python, LOADEP=loadep, **{var: "testbed"}, **env)
+        assert proc.returncode == 0, proc.stderr
+        jobs = [dpdlora_job(tokens) for tokens in commands(proc.stdout, python)]
+        assert jobs == expected_dpdlora_jobs(out, protocol, ["dtd"], ["2"], cfg="testbed", epoch=epoch)
+        assert {j["epoch"] for j in jobs if j["eval_only"]} == ({epoch} if epoch else set())
+
+
+@pytest.mark.parametrize("protocol, first_stage, remaining", [
+    ("base2new", "base2new/train_base/eurosat/shots_16/DPDLoRA/vit_b16_c2_ep20_batch4_2ctx/seed1", 1),
+    ("ablation", "base2new/train_base/eurosat/shots_16/DPDLoRA_ablation_lorss/vit_b16_c2_ep20_batch4_2ctx/seed1", 7),
+    ("xd", "imagenet/DPDLoRA/vit_b16_c2_ep2_batch4_2ctx_cross_datasets_16shots/seed1", 10),
+])
+def test_dpdlora_skips_a_finished_training_and_still_evaluates_it(tmp_path, protocol, first_stage, remaining):
+    finished, jobs = dry_run_after_a_finished_first_stage(tmp_path, "dpdlora/run.sh", protocol, first_stage,
+                                                          dpdlora_job)
+    assert len(jobs) == remaining and str(finished) not in [j["out"] for j in jobs]
+    assert jobs[0]["eval_only"] and jobs[0]["model_dir"] == str(finished)
+    if protocol == "ablation":  # only the lorss row's training was finished: the other rows all run
+        assert jobs[0]["opts"] == DPDLORA_ROWS["lorss"]
+        assert [j["opts"] for j in jobs[1:]] == [DPDLORA_ROWS[r] for r in ("interaction", "scl", "pcgm") for _ in "tt"]
+
+
+DPDLORA_REFUSALS = [
+    (["b2n"], {}, "unknown protocol 'b2n'"),
+    ([], {}, "no protocol"),
+    (["base2new", "TRAINER.DPDLORA.KL_WEIGHT", "0.5"], {}, "unexpected arguments after the protocol"),
+    (["ablation"], {"ROW": "scl gate"}, "unknown ablation row 'gate'"),
+    (["base2new"], {"B2N_CFG": "nonexistent"}, "no config configs/trainers/DPDLoRA/nonexistent.yaml"),
+    (["ablation"], {"B2N_CFG": "nonexistent"}, "no config configs/trainers/DPDLoRA/nonexistent.yaml"),
+    (["fewshot"], {"FS_CFG": "nonexistent"}, "no config configs/trainers/DPDLoRA/nonexistent.yaml"),
+    (["dg"], {"XD_CFG": "nonexistent"}, "no config configs/trainers/DPDLoRA/nonexistent.yaml"),
+]
+
+
 @pytest.mark.parametrize("script, args, env, message", [("dpc/run.sh", *r) for r in DPC_REFUSALS]
-                         + [("dpl/run.sh", *r) for r in DPL_REFUSALS])
+                         + [("dpl/run.sh", *r) for r in DPL_REFUSALS]
+                         + [("dpdlora/run.sh", *r) for r in DPDLORA_REFUSALS])
 def test_two_stage_scripts_refuse_what_they_cannot_run_with_exit_2(tmp_path, script, args, env, message):
     python, out = fake_python(tmp_path), tmp_path / "out"
     proc = run_script(script, args, tmp_path, python, DRY_RUN="1", DATASETS="eurosat", SEEDS="1",

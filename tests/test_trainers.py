@@ -191,6 +191,8 @@ TRAINERS = {
                                     "TRAINER.DIPMAPLE.PROJ_RANK", 8]),
     "ProGrad": ("prompt_learner", ["TRAINER.COOP.N_CTX", 6, "TRAINER.COOP.CTX_INIT", "template", "TRAINER.COOP.PREC",
                                    "fp32"]),
+    "DPDLoRA": ("prompt_learner", ["TRAINER.DPDLORA.PREC", "fp32", "TRAINER.DPDLORA.PROMPT_DEPTH", 2,
+                                   "TRAINER.DPDLORA.EARLY_STOP", 1]),
 }
 
 

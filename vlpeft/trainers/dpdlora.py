@@ -461,8 +461,10 @@ class DPDLoRA(MaPLe):
         print("DPD-LoRA stage 2: training the prompts, LoRSS and gates against the frozen teacher")
 
     def freeze_teacher(self):
+        self._teacher_optim = self._teacher_sched = None  # frees its momentum buffers
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+            p.grad = None
         self.teacher.eval()
         self.teacher.surgery.merge()  # the frozen teacher runs at plain CLIP's cost
 
