@@ -75,13 +75,14 @@ class ZeroShotTeacher:
     @torch.no_grad()
     def text_features(self):
         if self._text is None:
-            clip_model = self.model.surgery.model
-            device = clip_model.logit_scale.device
+            table = self.model.surgery.model.token_embedding  # stays where CLIP was loaded (not in the model)
+            device = self.model.logit_scale.device
             total = 0
             with self.model.surgery.disabled():
                 for template in self.templates:
-                    tokens = tokenize([template.format(name) for name in self.classnames]).to(device)
-                    total = total + clip_model.encode_text(tokens).float()
+                    tokens = tokenize([template.format(name) for name in self.classnames])
+                    embeddings = table(tokens.to(table.weight.device)).to(device)
+                    total = total + self.model.text_encoder(embeddings, tokens.to(device)).float()
             mean = total / len(self.templates)
             self._text = mean / mean.norm(dim=-1, keepdim=True)
         return self._text
