@@ -15,8 +15,9 @@ import torch.nn as nn
 
 from vlpeft.clip import build_clip_from_state_dict
 from vlpeft.clip.random_weights import build_random_clip, tiny_openai_state_dict
-from vlpeft.trainers.dpdlora import (CoupledDelta, DPDLoRALearner, HierarchicalPrompts, LoRSS, LoRSSBank,
-                                     PromptGate, kl_to_teacher, orthogonality_loss)
+from vlpeft.clip.surgery import ClipSurgery
+from vlpeft.trainers.dpdlora import (BlockDelta, DPDLoRALearner, HierarchicalPrompts, LoRSSBank, PromptGate,
+                                     kl_to_teacher, orthogonality_loss)
 from vlpeft.trainers.ivlp import PromptedCLIP
 from vlpeft.trainers.maple import MultiModalPromptLearner
 
@@ -62,9 +63,10 @@ def test_parameter_counts_vit_b16(vit_b16, variant, expected):
     learner = student(vit_b16, **variant)
     assert n_params(learner) == expected
     assert n_params(learner.gates) == 513 + 769
-    lorss = learner.lorss.text[0]["q"]
-    assert lorss.A.shape == (3, 4, 512) and lorss.B.shape == (3, 512, 4)
-    assert all(torch.count_nonzero(s.B) == 0 for s in learner.lorss.subspaces())
+    n_mats = 4 if variant.get("mats") == "qkvo" else 3
+    lorss = learner.lorss.text  # [blocks, weights (q, k, v[, out]), sub-LoRAs, ...]
+    assert lorss.A.shape == (variant.get("layers", 12), n_mats, 3, 4, 512) and lorss.B.shape[-2:] == (512, 4)
+    assert all(torch.count_nonzero(t.B) == 0 for t in learner.lorss.towers().values())
 
 
 def _tiny():
@@ -102,9 +104,9 @@ def test_student_starts_exactly_at_maple(alpha):
             assert (plain(images) - maple(images)).abs().max() > 1e-3
 
 
-def _lorss_weight(lorss):
-    """sum_i s_i B_i A_i, term by term (Eq. 4)."""
-    return sum(lorss.s[i] * lorss.B[i] @ lorss.A[i] for i in range(lorss.A.shape[0]))
+def _lorss_weight(lorss, l, j):
+    """sum_i s_i B_i A_i of block l's j-th weight in ``lorss``, term by term (Eq. 4)."""
+    return sum(lorss.s[l, j, i] * lorss.B[l, j, i] @ lorss.A[l, j, i] for i in range(lorss.A.shape[2]))
 
 
 @pytest.mark.parametrize("vision_mix", ["coupled", "prompt"])
@@ -145,12 +147,12 @@ def test_gates_and_mixing_against_a_float64_reference(vision_mix):
         def deltas(tower):
             bank = learner64.lorss.towers()[tower]
             out = {}
-            for l in range(len(bank)):
+            for l in range(bank.A.shape[0]):
                 out[l] = {}
-                for m in ("q", "k", "v"):
-                    w = _lorss_weight(bank[l][m])
+                for j, m in enumerate("qkv"):
+                    w = _lorss_weight(bank, l, j)
                     if l > 0:
-                        w = alpha * w + (1 - alpha) * _lorss_weight(bank[l - 1][m])
+                        w = alpha * w + (1 - alpha) * _lorss_weight(bank, l - 1, j)
                     out[l][m] = gate(tower, l) * w
             return out
 
@@ -177,31 +179,46 @@ def test_gates_and_mixing_against_a_float64_reference(vision_mix):
 
 
 def test_orthogonality_loss_is_zero_for_orthonormal_factors_only():
-    bank = LoRSSBank(_tiny(), 4, 3, ("q",), 1)
+    bank = LoRSSBank(_tiny(), 4, 3, ("q", "k", "v", "out"), 2)
     assert orthogonality_loss(bank) > 0.5  # Kaiming A (rows of norm ~0.58), B = 0
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for lorss in bank.subspaces():
-            for i in range(3):
-                q_a, _ = torch.linalg.qr(torch.randn(lorss.A.shape[2], 4, generator=g))
-                q_b, _ = torch.linalg.qr(torch.randn(lorss.B.shape[1], 4, generator=g))
-                lorss.A[i] = q_a.T  # orthonormal rows
-                lorss.B[i] = q_b  # orthonormal columns
+        for lorss in bank.towers().values():
+            a, b = lorss.A.view(-1, *lorss.A.shape[-2:]), lorss.B.view(-1, *lorss.B.shape[-2:])
+            for i in range(a.shape[0]):
+                a[i] = torch.linalg.qr(torch.randn(a.shape[2], 4, generator=g))[0].T  # orthonormal rows
+                b[i] = torch.linalg.qr(torch.randn(b.shape[1], 4, generator=g))[0]  # orthonormal columns
     assert orthogonality_loss(bank) < 1e-5
     with torch.no_grad():
-        bank.text[0]["q"].B[1] *= 2.0
-    assert orthogonality_loss(bank) > 0.1
+        bank.vision.B[1, 3, 1] *= 2.0  # block 1, out, sub-LoRA 1
+    # one B_i^T B_i = 4 I: ||3 I||_F = 6, averaged over the 96 factors (2 towers x 2 blocks x 4 weights x 3 x {A, B})
+    assert float(orthogonality_loss(bank)) == pytest.approx(6 / 96, abs=1e-5)
     assert orthogonality_loss(bank, on="A") < 1e-5  # ORTH_ON A ignores B
 
 
-def test_lorss_forward_equals_its_weight():
-    lorss = LoRSS(16, 24, rank=4, n_sub=3)
-    _randomise(lorss)
-    x = torch.randn(5, 16)
-    torch.testing.assert_close(lorss.weight(), _lorss_weight(lorss))
-    coupled = CoupledDelta([(0.7, lorss)], gate=lambda: torch.tensor(0.25))
-    torch.testing.assert_close(coupled(x), x @ (0.175 * _lorss_weight(lorss)).T)
-    torch.testing.assert_close(coupled.weight(), 0.175 * _lorss_weight(lorss))
+def test_block_updates_mix_gate_and_are_recomputed_per_forward():
+    bank = LoRSSBank(_tiny(), 4, 3, ("q", "k", "v", "out"), 3)
+    _randomise(bank)
+    gates = torch.tensor([0.25, 0.5, 1.0])
+    bank.alpha, bank.gates = 0.7, lambda tower: gates
+    x = torch.randn(5, 64)
+    lorss = bank.text
+    for l in range(3):
+        for j in range(4):
+            w = _lorss_weight(lorss, l, j)
+            w = w if l == 0 else 0.7 * w + 0.3 * _lorss_weight(lorss, l - 1, j)
+            torch.testing.assert_close(bank.effective("text")[l, j], gates[l] * w, rtol=1e-5, atol=1e-6)
+    qkv, out = BlockDelta(bank, "text", 2, "qkv"), BlockDelta(bank, "text", 2, "out")
+    torch.testing.assert_close(qkv.weight(), bank.effective("text")[2, :3].reshape(192, 64))  # as in_proj_weight
+    torch.testing.assert_close(out(x), x @ bank.effective("text")[2, 3].T)
+    surgery = ClipSurgery(_tiny())
+    bank.attach(surgery, 0.7, lambda tower: gates)
+    before = bank.effective("text")
+    with torch.no_grad():
+        lorss.B.mul_(2)
+    assert bank.effective("text") is before  # reused within a forward ...
+    surgery.merge()  # ... recomputed before merging and at each forward of the tower
+    torch.testing.assert_close(bank.effective("text"), 2 * before)
 
 
 def test_kl_normalisations():
@@ -285,9 +302,9 @@ def test_teacher_is_frozen_in_stage_two(eurosat_root, tiny_clip_path, tmp_path):
     lorss = teacher.prompt_learner.lorss
     assert teacher.surgery.merged and not any(p.requires_grad for p in teacher.parameters())
     trained = {k: v.clone() for k, v in lorss.state_dict().items()}
-    assert any(torch.count_nonzero(s.B) for s in lorss.subspaces())  # stage 1 trained the teacher's LoRSS
+    assert all(torch.count_nonzero(t.B) for t in lorss.towers().values())  # stage 1 trained the teacher's LoRSS
     student = trainer._models["prompt_learner"].lorss
-    assert all(torch.count_nonzero(s.B) == 0 for s in student.subspaces())  # the student's start fresh (B = 0)
+    assert all(torch.count_nonzero(t.B) == 0 for t in student.towers().values())  # the student's start fresh (B = 0)
     batch = next(iter(trainer.train_loader_x))
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches = 0, 10
@@ -295,7 +312,7 @@ def test_teacher_is_frozen_in_stage_two(eurosat_root, tiny_clip_path, tmp_path):
     assert summary["loss_kl"] > 0
     assert all(p.grad is None for p in teacher.parameters())
     assert _equal_states(lorss.state_dict(), trained)
-    assert any(torch.count_nonzero(s.B) for s in student.subspaces())  # the student moved
+    assert all(torch.count_nonzero(t.B) for t in student.towers().values())  # the student moved
 
 
 def test_two_stages_resume_in_either_stage_and_evaluate_from_the_student(eurosat_root, tiny_clip_path, tmp_path):

@@ -260,7 +260,7 @@ def test_bad_edits_are_refused(model):
         s.write("text", 7, 1, lambda: rand(2, 64))
     with pytest.raises(ValueError, match="use write"):
         s.append("text", lambda: rand(2, 64))
-    with pytest.raises(ValueError, match="q, k, v or out"):
+    with pytest.raises(ValueError, match="q, k, v, qkv or out"):
         s.add_attention_delta("text", 0, "z", delta(64, 64))
     s.write("text", 0, 76, lambda: rand(2, 64))
     with pytest.raises(ValueError, match="cannot write 2 tokens at position 76"):

@@ -10,7 +10,8 @@ The four ways the methods change CLIP, all attached here and removable (:meth:`C
   as a weighted sum over alternative K/V token sets (DPL's search), computed with one attention over the
   sequence shared by every alternative;
 * **low-rank weight deltas** ``dW = B A`` on q / k / v / out of the attention and on the MLP's ``c_fc`` / ``c_proj``
-  (LoRA-style, DPD-LoRA);
+  (LoRA-style), applied through their rank-r bottleneck; and **fused q/k/v deltas** (DPD-LoRA), whose
+  ``[3D, D]`` matrix is added to ``in_proj_weight`` for the forward, so the block runs one projection GEMM;
 * **input adapters**, linear maps ``z -> z T`` applied to the input of the attention (after ``ln_1``) or of the MLP
   (after ``ln_2``) (DsRA's ``z + z M R M^T``).
 
@@ -95,7 +96,8 @@ class LowRankDelta(nn.Module):
 class SurgicalAttention(nn.Module):
     """Drop-in for a block's ``nn.MultiheadAttention`` with q/k/v/out weight deltas and K/V-only tokens.
 
-    Deltas are callables ``x -> x dW^T`` with a ``weight()`` method (:class:`LowRankDelta`); K/V tokens are callables
+    Deltas are callables ``x -> x dW^T`` with a ``weight()`` method (:class:`LowRankDelta`); a ``qkv`` delta only needs
+    ``weight()`` (the ``[3D, D]`` update of ``in_proj_weight``, added to it for the forward). K/V tokens are callables
     returning [M, D] or [N, M, D]. The extra keys are visible to every query (an additive mask gets zero columns).
     """
 
@@ -105,7 +107,7 @@ class SurgicalAttention(nn.Module):
             raise ValueError("SurgicalAttention needs a packed in_proj (as in CLIP)")
         self.base_layer = base_layer
         self.batch_first = base_layer.batch_first
-        self.deltas: Dict[str, list] = {"q": [], "k": [], "v": [], "out": []}
+        self.deltas: Dict[str, list] = {"q": [], "k": [], "v": [], "out": [], "qkv": []}
         self.kv_tokens: List[TokensFn] = []
         self.kv_mixture = None  # (options: [TokensFn or None], weights: () -> [T])
         self.merged = False
@@ -122,12 +124,17 @@ class SurgicalAttention(nn.Module):
         if need_weights:
             raise ValueError("SurgicalAttention does not return attention weights")
         base = self.base_layer
+        self_attention = query is key and key is value
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         d, h = base.embed_dim, base.num_heads
-        w_q, w_k, w_v = base.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = base.in_proj_bias.chunk(3) if base.in_proj_bias is not None else (None,) * 3
         use_deltas = not self.merged
+        w_in = base.in_proj_weight
+        fused = use_deltas and bool(self.deltas["qkv"])
+        if fused:
+            w_in = w_in + sum(delta.weight() for delta in self.deltas["qkv"]).to(w_in.dtype)
+        w_q, w_k, w_v = w_in.chunk(3)
+        b_q, b_k, b_v = base.in_proj_bias.chunk(3) if base.in_proj_bias is not None else (None,) * 3
         kv_extra = [_expand(fn(), key, True) for fn in self.kv_tokens]
         if kv_extra:
             key = torch.cat([key] + kv_extra, dim=1)
@@ -140,7 +147,10 @@ class SurgicalAttention(nn.Module):
                     y = y + delta(x)
             return y
 
-        q, k, v = project(query, w_q, b_q, "q"), project(key, w_k, b_k, "k"), project(value, w_v, b_v, "v")
+        if fused and self_attention and not kv_extra and not any(self.deltas[n] for n in "qkv"):
+            q, k, v = F.linear(query, w_in, base.in_proj_bias).chunk(3, dim=-1)  # one GEMM, as nn.MultiheadAttention
+        else:
+            q, k, v = project(query, w_q, b_q, "q"), project(key, w_k, b_k, "k"), project(value, w_v, b_v, "v")
         n, lq, lk = q.shape[0], q.shape[1], k.shape[1]
         q, k, v = (t.reshape(n, t.shape[1], h, d // h).transpose(1, 2) for t in (q, k, v))
         mask = None
@@ -257,6 +267,7 @@ class ClipSurgery:
         self._linear_deltas: Dict[int, tuple] = {}  # id(linear) -> (linear, [deltas], hook handle, its MLP)
         self._attentions: List[tuple] = []  # (block, SurgicalAttention)
         self._saved_weights: Dict[int, tuple] = {}  # id(param) -> (param, original data), while merged
+        self._tower_callbacks: List[Callable[[], None]] = []
         self.merged = False
         self.enabled = True
         self.edited_towers = set()  # "text" / "vision": towers carrying at least one edit
@@ -381,9 +392,11 @@ class ClipSurgery:
         return normalised
 
     def add_attention_delta(self, tower: str, layer: int, which: str, delta):
-        """A weight delta on ``which`` in q / k / v / out of block ``layer`` (``delta(x) = x dW^T``, ``delta.weight()``)."""
-        if which not in ("q", "k", "v", "out"):
-            raise ValueError(f"attention delta must be on q, k, v or out, got {which!r}")
+        """A weight delta on ``which`` in q / k / v / out of block ``layer`` (``delta(x) = x dW^T``, ``delta.weight()``),
+        or on ``qkv``: ``delta.weight()`` is the ``[3D, D]`` update of the packed ``in_proj_weight``, added to it for
+        the forward (cheaper than a bottleneck per projection when the update is recomputed from its factors anyway)."""
+        if which not in ("q", "k", "v", "out", "qkv"):
+            raise ValueError(f"attention delta must be on q, k, v, qkv or out, got {which!r}")
         self._attention(tower, layer).deltas[which].append(delta)
 
     def add_mlp_delta(self, tower: str, layer: int, which: str, delta):
@@ -409,6 +422,18 @@ class ClipSurgery:
             self._handles.append(handle)
             self._linear_deltas[id(linear)] = (linear, deltas, handle, mlp)
         self._linear_deltas[id(linear)][1].append(delta)
+
+    def before_tower(self, tower: str, fn: Callable[[], None]):
+        """Call ``fn()`` at the start of every forward of ``tower``'s transformer and before :meth:`merge` reads the
+        deltas: e.g. to drop updates a method computes once per forward for all the tower's blocks."""
+        transformer = self.model.transformer if tower == "text" else getattr(self.model.visual, "transformer", None)
+        if transformer is None:
+            raise ValueError(f'tower must be "text" or a ViT "vision", got {tower!r}')
+        def hook(module, args):
+            fn()  # returns None: the tower's input is unchanged
+
+        self._tower_callbacks.append(fn)
+        self._handles.append(transformer.register_forward_pre_hook(hook))
 
     # ---------------------------------------------------------------- input adapters
     def _adapter_hook(self, module) -> _InputAdapterHook:
@@ -452,6 +477,8 @@ class ClipSurgery:
         Token edits stay active. Call :meth:`unmerge` before training again."""
         if self.merged:
             return
+        for fn in self._tower_callbacks:
+            fn()
         for module, hook, _ in self._adapter_hooks.values():
             if not hook.adapters:
                 continue
@@ -469,10 +496,13 @@ class ClipSurgery:
                 for delta in attention.deltas[name]:
                     qkv[i] = qkv[i] + delta.weight().float()
             t = self._input_matrix(attention, base.embed_dim, base.in_proj_weight.device)
-            if any(attention.deltas[n] for n in "qkv"):
+            if any(attention.deltas[n] for n in ("q", "k", "v", "qkv")):
                 self._save(base.in_proj_weight)
+                stacked = torch.cat(qkv)
+                for delta in attention.deltas["qkv"]:
+                    stacked = stacked + delta.weight().float()
                 # the adapter (if any) was already folded into in_proj_weight: (W T^T) + dW T^T = (W + dW) T^T
-                base.in_proj_weight.add_((torch.cat(qkv) @ t.t()).to(base.in_proj_weight.dtype))
+                base.in_proj_weight.add_((stacked @ t.t()).to(base.in_proj_weight.dtype))
             if attention.deltas["out"]:
                 self._save(base.out_proj.weight)
                 total = sum(delta.weight().float() for delta in attention.deltas["out"])
@@ -515,3 +545,4 @@ class ClipSurgery:
         self._attentions.clear()
         self._adapter_hooks.clear()
         self._linear_deltas.clear()
+        self._tower_callbacks.clear()

@@ -63,102 +63,103 @@ TEACHER_KEYS = ("RANK", "N_SUB", "LEARN_SCALES", "LORA_MATS", "LORA_LAYERS", "PR
 
 
 class LoRSS(nn.Module):
-    """Expanded lower-rank subspaces of one weight (Eq. 4): ``dW = sum_i s_i B_i A_i`` with ``A`` [m, r, in]
-    (Kaiming-uniform per sub-LoRA, as LoRA), ``B`` [m, out, r] (zeros) and ``s`` [m] (ones; a fixed buffer with
-    ``learn_scales=False``, which makes it a rank-m*r LoRA)."""
+    """Expanded lower-rank subspaces (Eq. 4) of the adapted weights of one tower, stacked: for block l and weight j
+    (q, k, v and, with ``n_mats`` 4, out), ``dW_lj = sum_i s_lji B_lji A_lji`` with ``A`` [L, n_mats, m, r, in]
+    (Kaiming-uniform per sub-LoRA, as LoRA), ``B`` [L, n_mats, m, out, r] (zeros) and ``s`` [L, n_mats, m] (ones; a
+    fixed buffer with ``learn_scales=False``, which makes each update a rank-m*r LoRA)."""
 
-    def __init__(self, in_features, out_features, rank=4, n_sub=3, learn_scales=True):
+    def __init__(self, width, layers, n_mats=3, rank=4, n_sub=3, learn_scales=True):
         super().__init__()
-        self.A = nn.Parameter(torch.empty(n_sub, rank, in_features))
-        self.B = nn.Parameter(torch.zeros(n_sub, out_features, rank))
+        self.A = nn.Parameter(torch.empty(layers, n_mats, n_sub, rank, width))
+        self.B = nn.Parameter(torch.zeros(layers, n_mats, n_sub, width, rank))
         with torch.no_grad():
-            for a in self.A:
+            for a in self.A.view(-1, rank, width):
                 nn.init.kaiming_uniform_(a, a=5 ** 0.5)
         if learn_scales:
-            self.s = nn.Parameter(torch.ones(n_sub))
+            self.s = nn.Parameter(torch.ones(layers, n_mats, n_sub))
         else:
-            self.register_buffer("s", torch.ones(n_sub), persistent=False)
+            self.register_buffer("s", torch.ones(layers, n_mats, n_sub), persistent=False)
 
-    def factors(self):
-        """``(A_cat [m*r, in], scale [m*r], B_cat [out, m*r])`` with ``dW = B_cat diag(scale) A_cat``."""
-        m, r, d_in = self.A.shape
-        return (self.A.reshape(m * r, d_in), self.s.repeat_interleave(r),
-                self.B.permute(1, 0, 2).reshape(self.B.shape[1], m * r))
+    def weights(self):
+        """``dW`` of every block and weight, ``[L, n_mats, out, in]`` (one batched product)."""
+        layers, n_mats, n_sub, rank, d_in = self.A.shape
+        b = (self.B * self.s[..., None, None]).permute(0, 1, 3, 2, 4).reshape(layers * n_mats, -1, n_sub * rank)
+        return torch.bmm(b, self.A.reshape(layers * n_mats, n_sub * rank, d_in)).view(layers, n_mats, -1, d_in)
+
+
+def interact(weights, alpha):
+    """Eq. 6: ``alpha dW_l + (1 - alpha) dW_{l-1}`` for l >= 1 (the previous block's own update), block 0 unmixed."""
+    if alpha is None or weights.shape[0] < 2:
+        return weights
+    return torch.cat([weights[:1], alpha * weights[1:] + (1 - alpha) * weights[:-1]])
+
+
+class BlockDelta:
+    """A surgery delta: block ``layer``'s share of its bank's updates, ``qkv`` (``[3 * out, in]``, as
+    ``in_proj_weight``) or ``out``. It owns no parameters."""
+
+    def __init__(self, bank, tower, layer, which):
+        self.bank, self.tower, self.layer, self.which = bank, tower, layer, which
 
     def weight(self):
-        return torch.einsum("i,ior,ird->od", self.s, self.B, self.A)
-
-
-class CoupledDelta:
-    """The update a block's weight receives: ``gate() * sum_k c_k dW_k`` over ``terms`` = [(c_k, LoRSS_k)] (Eq. 6-7).
-    A surgery delta: ``delta(x) = x dW^T`` through the stacked low-rank factors, ``weight()`` for merging. It owns no
-    parameters (the LoRSS and the gate belong to the learner)."""
-
-    def __init__(self, terms, gate=None):
-        self.terms = list(terms)
-        self.gate = gate
-
-    def factors(self):
-        parts = [(lorss.factors(), coef) for coef, lorss in self.terms]
-        a = torch.cat([f[0] for f, _ in parts])
-        scale = torch.cat([coef * f[1] for f, coef in parts])
-        b = torch.cat([f[2] for f, _ in parts], dim=1)
-        if self.gate is not None:
-            scale = scale * self.gate()
-        return a, scale, b
+        w = self.bank.effective(self.tower)[self.layer]
+        return w[:3].reshape(-1, w.shape[-1]) if self.which == "qkv" else w[3]
 
     def __call__(self, x):
-        a, scale, b = self.factors()
-        return F.linear(F.linear(x, a.to(x.dtype)) * scale.to(x.dtype), b.to(x.dtype))
-
-    def weight(self):
-        a, scale, b = self.factors()
-        return (b * scale) @ a
+        return F.linear(x, self.weight().to(x.dtype))
 
 
 class LoRSSBank(nn.Module):
-    """The LoRSS of one model: ``text[l][mat]`` and ``vision[l][mat]`` for the first ``layers`` blocks of each tower
-    and ``mat`` in ``mats`` (q / k / v / out). :meth:`attach` wires them into a surgery layer with the hierarchical
-    interaction (``alpha``) and a gate per block (``gate(tower, layer)`` -> a callable or None)."""
+    """The LoRSS of one model (``text`` and ``vision``: :class:`LoRSS` over the first ``layers`` blocks) and the
+    update each block receives, ``G_l (alpha LoRSS_l + (1 - alpha) LoRSS_{l-1})`` (Eq. 6-7; ``alpha`` None: no
+    interaction; ``gates(tower)`` -> [L] or None: no gate). The updates of a tower are computed once per forward of
+    that tower (and at merging), for all its blocks at once."""
 
     def __init__(self, clip_model, rank, n_sub, mats, layers, learn_scales=True):
         super().__init__()
+        if tuple(mats) not in (("q", "k", "v"), ("q", "k", "v", "out")):
+            raise ValueError(f"LoRSS go on q, k, v (and out), got {mats}")
         widths = {"text": clip_model.ln_final.weight.shape[0], "vision": clip_model.visual.conv1.weight.shape[0]}
-        self.mats = tuple(mats)
+        self.layers, self.n_mats = layers, len(mats)
         for tower, width in widths.items():
-            setattr(self, tower, nn.ModuleList([
-                nn.ModuleDict({m: LoRSS(width, width, rank, n_sub, learn_scales) for m in self.mats})
-                for _ in range(layers)]))
+            setattr(self, tower, LoRSS(width, layers, self.n_mats, rank, n_sub, learn_scales))
+        self.alpha, self.gates = None, None
+        self._effective = {}
 
     def towers(self):
         return {"text": self.text, "vision": self.vision}
 
-    def delta(self, tower, layer, mat, alpha=None, gate=None):
-        bank = self.towers()[tower]
-        terms = [(1.0, bank[layer][mat])] if alpha is None or layer == 0 else \
-            [(alpha, bank[layer][mat]), (1.0 - alpha, bank[layer - 1][mat])]
-        return CoupledDelta(terms, gate)
+    def effective(self, tower):
+        """``[L, n_mats, out, in]``: the update of every block of ``tower`` (cached until the tower's next forward)."""
+        if tower not in self._effective:
+            w = interact(self.towers()[tower].weights(), self.alpha)
+            if self.gates is not None:
+                w = w * self.gates(tower)[:, None, None, None].to(w.dtype)
+            self._effective[tower] = w
+        return self._effective[tower]
 
-    def attach(self, surgery, alpha=None, gate=None):
-        for tower, bank in self.towers().items():
-            for layer in range(len(bank)):
-                for mat in self.mats:
-                    g = gate(tower, layer) if gate is not None else None
-                    surgery.add_attention_delta(tower, layer, mat, self.delta(tower, layer, mat, alpha, g))
-
-    def subspaces(self):
-        return [m for m in self.modules() if isinstance(m, LoRSS)]
+    def attach(self, surgery, alpha=None, gates=None):
+        self.alpha, self.gates = alpha, gates
+        for tower in self.towers():
+            surgery.before_tower(tower, lambda t=tower: self._effective.pop(t, None))
+            for layer in range(self.layers):
+                surgery.add_attention_delta(tower, layer, "qkv", BlockDelta(self, tower, layer, "qkv"))
+                if self.n_mats == 4:
+                    surgery.add_attention_delta(tower, layer, "out", BlockDelta(self, tower, layer, "out"))
 
 
 def orthogonality_loss(bank, on="AB"):
     """Eq. 8: the mean over the factor matrices of ``||A_i A_i^T - I||_F`` (A_i [r, in]) and, with ``on="AB"``, of
     ``||B_i^T B_i - I||_F`` (B_i [out, r]); both Gram matrices are r x r."""
     norms = []
-    for lorss in bank.subspaces():
-        eye = torch.eye(lorss.A.shape[1], device=lorss.A.device)
-        norms.append(torch.linalg.matrix_norm(lorss.A @ lorss.A.transpose(1, 2) - eye))
+    for lorss in bank.towers().values():
+        rank = lorss.A.shape[3]
+        a = lorss.A.reshape(-1, rank, lorss.A.shape[-1])
+        eye = torch.eye(rank, device=a.device, dtype=a.dtype)
+        norms.append(torch.linalg.matrix_norm(a @ a.transpose(1, 2) - eye))
         if on == "AB":
-            norms.append(torch.linalg.matrix_norm(lorss.B.transpose(1, 2) @ lorss.B - eye))
+            b = lorss.B.reshape(-1, lorss.B.shape[-2], rank)
+            norms.append(torch.linalg.matrix_norm(b.transpose(1, 2) @ b - eye))
     return torch.cat(norms).mean()
 
 
@@ -225,20 +226,22 @@ class DPDLoRALearner(nn.Module):
     def tokenized_prompts(self):
         return self.prompts.tokenized_prompts
 
-    def gate(self, tower, layer):
-        """``G(P_l)`` of block ``layer`` (the mixed prompt of that block), or None (gate 1) without gates or prompt."""
-        if self.gates is None or layer >= self.depth:
-            return None
+    def gate_vector(self, tower):
+        """``[L]``: ``G(P~_l)`` of every LoRSS block of ``tower`` (Eq. 7): the tower's gate of the block's mixed prompt,
+        1 for blocks without a prompt."""
         prompt = self.prompts.text_prompt if tower == "text" else self.prompts.vision_prompts
-        return lambda: self.gates[tower](prompt(layer))
+        depth = min(self.depth, self.lorss.layers)
+        gates = torch.stack([self.gates[tower](prompt(layer)) for layer in range(depth)])
+        ones = gates.new_ones(self.lorss.layers - depth)
+        return torch.cat([gates, ones])
 
     def gate_values(self):
         with torch.no_grad():
-            return {tower: [float(self.gate(tower, l)()) for l in range(self.depth)] for tower in ("text", "vision")}
+            return {tower: [float(g) for g in self.gate_vector(tower)[:self.depth]] for tower in ("text", "vision")}
 
     def attach(self, surgery):
         self.prompts.attach(surgery)
-        self.lorss.attach(surgery, self.alpha, self.gate if self.gates is not None else None)
+        self.lorss.attach(surgery, self.alpha, self.gate_vector if self.gates is not None else None)
 
     def param_groups(self, lr_lora, lr_prompt, lr_gate):
         groups = [{"params": list(self.prompts.parameters()), "lr": lr_prompt, "name": "prompt"},
@@ -547,8 +550,8 @@ class DPDLoRA(MaPLe):
             print("DPD-LoRA gates: " + "; ".join(
                 f"{t} " + " ".join(f"{g:.3f}" for g in values) for t, values in gates.items()))
         with torch.no_grad():
-            norm = max(float(s.weight().norm()) for s in learner.lorss.subspaces())
-        print(f"DPD-LoRA: largest ||dW_i||_F {norm:.4e}")
+            norm = max(float(s.weights().flatten(2).norm(dim=2).max()) for s in learner.lorss.towers().values())
+        print(f"DPD-LoRA: largest ||dW||_F of one weight's LoRSS {norm:.4e}")
         super().after_epoch()
 
     def bench_setup(self):
