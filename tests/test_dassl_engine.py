@@ -49,6 +49,11 @@ CHECKPOINT_KEYS = {  # trainable tensors only, and DIP's frozen P_init (the pape
     "DsRA": sorted([f"prompts.{k}" for k in IVLP_KEYS] + [f"adapters.M.{tower}_{position}" for tower in ("text", "vision")
                                                           for position in ("attn", "mlp")] + ["adapters.R.shared_all"]),
     "DIP": ["ctx.A", "ctx.B", "ctx.init", "deep.0.A", "deep.0.B", "deep.0.init"],
+    "DPDLoRA": sorted([f"gates.{t}.linear.{p}" for t in ("text", "vision") for p in ("bias", "weight")]
+                      + [f"lorss.{t}.{p}" for t in ("text", "vision") for p in "ABs"]
+                      + [f"prompts.{k}" for k in ("compound_prompt_projections.0.bias",
+                                                   "compound_prompt_projections.0.weight", "compound_prompts_text.0",
+                                                   "ctx", "proj.bias", "proj.weight")]),
     "DIPMaPLe": ["compound_prompt_projections.0.0.weight", "compound_prompt_projections.0.1.weight",
                  "compound_prompts_text.0.A", "compound_prompts_text.0.B", "compound_prompts_text.0.init", "ctx.A",
                  "ctx.B", "ctx.init", "proj.0.weight", "proj.1.weight"],
@@ -242,6 +247,23 @@ def test_dpl_search_then_training_are_identical_on_both_engines(eurosat_root, ti
         runs[engine] = (LOSS_LINE.findall(_log(search)), LOSS_LINE.findall(_log(train)),
                         json.load(open(osp.join(search, "lengths.json"))))
     assert runs["dassl"] == runs["vlpeft"] and len(runs["dassl"][0]) > 0 and len(runs["dassl"][1]) > 0
+
+
+def test_dpdlora_two_stages_are_identical_on_both_engines(eurosat_root, tiny_clip_path, tmp_path):
+    """DPD-LoRA's stage 1 (the teacher, trained in before_train through the engine's run_epoch) and stage 2 on
+    Dassl's loop: the same losses and LRs as on vlpeft's engine, and the same teacher checkpoint."""
+    runs = {}
+    for engine in ("dassl", "vlpeft"):
+        out = str(tmp_path / engine)
+        res, _ = _train_py(engine, "DPDLoRA", eurosat_root, out, tiny_clip_path,
+                           **{"DATASET.SUBSAMPLE_CLASSES": "base", "OPTIM.MAX_EPOCH": 3,
+                              "DATALOADER.TRAIN_X.BATCH_SIZE": 4})
+        teacher = torch.load(osp.join(out, "teacher", "model.pth.tar-1"), weights_only=True)["state_dict"]
+        runs[engine] = (LOSS_LINE.findall(_log(out)), res["accuracy"], teacher)
+        assert "DPD-LoRA stage 2" in _log(out)
+    (lines_d, acc_d, teacher_d), (lines_v, acc_v, teacher_v) = runs["dassl"], runs["vlpeft"]
+    assert lines_d == lines_v and len(lines_d) == (1 + 3) * 5  # 1 teacher epoch + 3 student epochs of 5 batches
+    assert acc_d == acc_v and all(torch.equal(teacher_d[k], teacher_v[k]) for k in teacher_v)
 
 
 @pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "ZeroshotCLIP2"])

@@ -350,6 +350,11 @@ def test_two_stages_resume_in_either_stage_and_evaluate_from_the_student(eurosat
     assert "DPD-LoRA stage 1" not in log and "epoch [1/3]" not in log and "epoch [2/3]" in log
     assert _equal_states(_state(in_stage_2 / "prompt_learner" / "model.pth.tar-3"), final)
 
+    between = interrupted("between", {"teacher": ["model.pth.tar-1", "model.pth.tar-2"]})  # stopped after stage 1
+    _train_py(eurosat_root, tiny_clip_path, between)
+    assert "stage 1 finished earlier" in (between / "log.txt").read_text()
+    assert _equal_states(_state(between / "prompt_learner" / "model.pth.tar-3"), final)
+
     # a stage-2 checkpoint without its teacher is refused
     orphan = interrupted("orphan", {"prompt_learner": ["model.pth.tar-1"]})
     with pytest.raises(RuntimeError, match="no finished stage-1 teacher"):
@@ -381,6 +386,11 @@ def test_teacher_read_from_another_run(eurosat_root, tiny_clip_path, tmp_path):
     other_seed.SEED = 2
     with pytest.raises(ValueError, match="seed"):
         _build(other_seed).before_train()
+    other_text_weight = _cfg(eurosat_root, tiny_clip_path, str(tmp_path / "z"), **{
+        "OPTIM.MAX_EPOCH": 2, "TRAINER.DPDLORA.EARLY_STOP": 1, "TRAINER.DPDLORA.TEACHER_DIR": str(first),
+        "TRAINER.DPDLORA.TEXT_LOSS_WEIGHT": 1.0})  # L_text acts in stage 1 too: another teacher
+    with pytest.raises(ValueError, match="stage1"):
+        _build(other_text_weight).before_train()
     missing = _cfg(eurosat_root, tiny_clip_path, str(tmp_path / "y"), **{
         "OPTIM.MAX_EPOCH": 3, "TRAINER.DPDLORA.EARLY_STOP": 2, "TRAINER.DPDLORA.TEACHER_DIR": str(first)})
     with pytest.raises(FileNotFoundError, match="teacher epochs saved there: \\[1\\]"):

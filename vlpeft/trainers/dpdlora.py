@@ -57,6 +57,9 @@ CHOICES = {"LORA_MATS": tuple(LORA_MATS), "LORA_LAYERS": ("all", "prompted"), "V
            "TEACHER_SCHEDULE": ("truncated", "short"), "STUDENT_INIT": ("fresh", "teacher"),
            "KL_NORM": ("numel", "batchmean"), "ORTH_ON": ("AB", "A")}
 TEACHER_TEXT = "a photo of a"
+#: the OPTIM keys of the teacher's training (a teacher read from another run must have been trained with them)
+STAGE1_OPTIM_KEYS = ("NAME", "LR_SCHEDULER", "MAX_EPOCH", "WARMUP_EPOCH", "WARMUP_TYPE", "WARMUP_CONS_LR",
+                     "WEIGHT_DECAY", "MOMENTUM")
 #: the keys a teacher read from another run (TEACHER_DIR) must share with this run
 TEACHER_KEYS = ("RANK", "N_SUB", "LEARN_SCALES", "LORA_MATS", "LORA_LAYERS", "PROMPT_DEPTH", "INTERACTION", "ALPHA",
                 "EARLY_STOP")
@@ -377,10 +380,16 @@ class DPDLoRA(MaPLe):
     # ------------------------------------------------------------------ stage 1
     def teacher_meta(self):
         c, d = self.trainer_cfg, self.cfg.DATASET
+        o = self.cfg.OPTIM
         return {"dataset": d.NAME, "subsample_classes": d.SUBSAMPLE_CLASSES, "num_shots": int(d.NUM_SHOTS),
                 "seed": int(self.cfg.SEED), "backbone": self.cfg.MODEL.BACKBONE.NAME,
                 "classnames": list(self.dm.dataset.classnames),
-                "lorss": {k: c[k] for k in TEACHER_KEYS}}
+                "lorss": {k: c[k] for k in TEACHER_KEYS},
+                "stage1": {"lr": self.learning_rates()["lora"], "orth_weight": c.TEACHER_ORTH_WEIGHT,
+                           "text_weight": c.TEXT_LOSS_WEIGHT, "orth_on": c.ORTH_ON, "schedule": c.TEACHER_SCHEDULE,
+                           "prec": c.PREC, "batch_size": self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                           "optim": {k: o[k] for k in STAGE1_OPTIM_KEYS},
+                           "transforms": list(self.cfg.INPUT.TRANSFORMS)}}
 
     def save_teacher(self, epoch, directory, optim, sched):
         save_checkpoint({"state_dict": self.teacher.prompt_learner.lorss.state_dict(), "epoch": epoch + 1,
@@ -403,7 +412,8 @@ class DPDLoRA(MaPLe):
             detail = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in wrong if k != "classnames")
             raise ValueError(f'The teacher in "{path}" was trained for another setting ({", ".join(wrong)}'
                              f"{': ' + detail if detail else ''}). Train it in this run (TEACHER_DIR \"\") or point "
-                             "TEACHER_DIR at a run of this dataset, seed, shots, classes and LoRSS keys.")
+                             "TEACHER_DIR at a run of this dataset, seed, shots and classes with the same LoRSS keys "
+                             "and stage-1 training (its learning rate, loss weights, schedule and input).")
         return checkpoint
 
     def before_train(self):
@@ -438,6 +448,9 @@ class DPDLoRA(MaPLe):
                     sched.load_state_dict(checkpoint["scheduler"])
                     restore_rng_state(checkpoint["rng_state"])
                     print(f"DPD-LoRA: stage 1 resumes at epoch {start + 1}")
+                elif self.start_epoch == 0:  # stage 2 starts where the finished stage 1 left the random states
+                    restore_rng_state(checkpoint["rng_state"])
+                    print("DPD-LoRA: stage 1 finished earlier; stage 2 starts from its teacher and random states")
             if start < c.EARLY_STOP:
                 self.train_teacher(start, optim, sched)
         self.freeze_teacher()
