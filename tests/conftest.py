@@ -66,3 +66,12 @@ def cfg_with(**kv):
             node = node[p]
         node[leaf] = value
     return cfg
+
+
+def build_seeded(cfg, seed=1):
+    """The registered trainer of ``cfg`` built after ``set_random_seed(seed)`` (as train.py does)."""
+    import vlpeft.trainers  # noqa: F401
+    from vlpeft.engine import build_trainer, set_random_seed
+
+    set_random_seed(seed)
+    return build_trainer(cfg)

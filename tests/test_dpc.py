@@ -41,11 +41,9 @@ def _cfg(root, clip_path, trainer, base="CoOp", subsample="base", seed=1, **extr
 
 
 def _build(cfg, seed=1):
-    import vlpeft.trainers  # noqa: F401
-    from vlpeft.engine import build_trainer, set_random_seed
+    from conftest import build_seeded
 
-    set_random_seed(seed)
-    return build_trainer(cfg)
+    return build_seeded(cfg, seed)
 
 
 def _backbone(tmp, root, clip_path, base="CoOp", seed=1, write_config=True, **extra):

@@ -219,6 +219,11 @@ def test_block_updates_mix_gate_and_are_recomputed_per_forward():
     assert bank.effective("text") is before  # reused within a forward ...
     surgery.merge()  # ... recomputed before merging and at each forward of the tower
     torch.testing.assert_close(bank.effective("text"), 2 * before)
+    surgery.unmerge()
+    with torch.no_grad():
+        lorss.B.mul_(2)
+        surgery.model.encode_text(torch.zeros(1, 77, dtype=torch.long))
+    torch.testing.assert_close(bank.effective("text"), 4 * before)
 
 
 def test_kl_normalisations():
@@ -251,12 +256,10 @@ def _cfg(root, clip_path, out, **extra):
     return cfg
 
 
-def _build(cfg):
-    import vlpeft.trainers  # noqa: F401
-    from vlpeft.engine import build_trainer, set_random_seed
+def _build(cfg, seed=1):
+    from conftest import build_seeded
 
-    set_random_seed(1)
-    return build_trainer(cfg)
+    return build_seeded(cfg, seed)
 
 
 def _train_py(root, clip_path, out, *args, **extra):
@@ -404,3 +407,15 @@ def test_without_kl_no_teacher_is_trained(eurosat_root, tiny_clip_path, tmp_path
     assert not (out / "teacher").exists()
     log = (out / "log.txt").read_text()
     assert "no stage-1 teacher" in log and "loss_kl" not in log and "loss_orth" in log
+
+
+def test_a_whole_number_for_a_float_key_is_read_as_a_float():
+    """``TRAINER.DPDLORA.LR_SCALE 10`` (Table 4a's rates) works as typed; an int key still refuses a float."""
+    from vlpeft.cli import build_parser, setup_cfg
+
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", "DPDLoRA", "TRAINER.DPDLORA.LR_SCALE", "10",
+                                               "TRAINER.DPDLORA.KL_WEIGHT", "0", "TRAINER.DPDLORA.EARLY_STOP", "3"]))
+    c = cfg.TRAINER.DPDLORA
+    assert (c.LR_SCALE, c.KL_WEIGHT, c.EARLY_STOP) == (10.0, 0.0, 3) and isinstance(c.LR_SCALE, float)
+    with pytest.raises(ValueError, match="Invalid config"):
+        setup_cfg(build_parser().parse_args(["--trainer", "DPDLoRA", "TRAINER.DPDLORA.EARLY_STOP", "2.5"]))

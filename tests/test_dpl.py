@@ -110,12 +110,10 @@ def _cfg(root, clip_path, trainer, dataset="EuroSAT", out="", **extra):
     return cfg
 
 
-def _build(cfg):
-    import vlpeft.trainers  # noqa: F401
-    from vlpeft.engine import build_trainer, set_random_seed
+def _build(cfg, seed=1):
+    from conftest import build_seeded
 
-    set_random_seed(1)
-    return build_trainer(cfg)
+    return build_seeded(cfg, seed)
 
 
 def test_search_then_train_through_train_py(tmp_path, eurosat_root, tiny_clip_path):

@@ -45,7 +45,7 @@ def test_activation_checkpointing_leaves_the_gradients_unchanged(trainer):
     loss_ckpt, ckpt = _gradients(trainer, TRAINERS[trainer], True, True)
     assert loss_ckpt == pytest.approx(loss, rel=1e-6) and plain.keys() == ckpt.keys() and plain
     for name in plain:
-        assert plain[name].abs().sum() > 0 or trainer == "DsRA"  # DsRA's B-like factors start at zero
+        assert plain[name].abs().sum() > 0 or trainer in ("DsRA", "DPDLoRA")  # their zero-initialised factors
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 

@@ -107,6 +107,27 @@ def _explain_config_error(cfg, error, source):
     return ValueError(f"Invalid config in {source}: {text}")
 
 
+def _int_opts_as_floats(cfg, opts):
+    """``KEY 10`` for a key whose default is a float (e.g. ``TRAINER.DPDLORA.LR_SCALE 10``) is passed as ``10.0``:
+    yacs refuses an int for a float key, and a user writing a whole number means the float."""
+    from ast import literal_eval
+
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        node = cfg
+        for part in str(opts[i]).split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+            if node is None:
+                break
+        try:
+            value = literal_eval(str(opts[i + 1]))
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(node, float) and isinstance(value, int) and not isinstance(value, bool):
+            opts[i + 1] = repr(float(value))
+    return opts
+
+
 def setup_cfg(args):
     from vlpeft.config import extend_cfg
     from vlpeft.engine import get_cfg_default
@@ -124,7 +145,7 @@ def setup_cfg(args):
                 raise _explain_config_error(cfg, e, path) from None
     reset_cfg(cfg, args)
     try:
-        cfg.merge_from_list(args.opts or [])
+        cfg.merge_from_list(_int_opts_as_floats(cfg, args.opts or []))
     except (KeyError, AssertionError, ValueError) as e:
         raise _explain_config_error(cfg, e, "the command-line opts") from None
     cfg.freeze()

@@ -424,13 +424,17 @@ class ClipSurgery:
         self._linear_deltas[id(linear)][1].append(delta)
 
     def before_tower(self, tower: str, fn: Callable[[], None]):
-        """Call ``fn()`` at the start of every forward of ``tower``'s transformer and before :meth:`merge` reads the
-        deltas: e.g. to drop updates a method computes once per forward for all the tower's blocks."""
+        """Call ``fn()`` at the start of every forward of ``tower``'s transformer that applies the edits (enabled,
+        not merged) and before :meth:`merge` reads the deltas: e.g. to compute, once per forward, updates shared by
+        all the tower's blocks. It runs outside the blocks, so per-block activation checkpointing recomputes none of
+        it."""
         transformer = self.model.transformer if tower == "text" else getattr(self.model.visual, "transformer", None)
         if transformer is None:
             raise ValueError(f'tower must be "text" or a ViT "vision", got {tower!r}')
+
         def hook(module, args):
-            fn()  # returns None: the tower's input is unchanged
+            if self.enabled and not self.merged:
+                fn()  # returns None: the tower's input is unchanged
 
         self._tower_callbacks.append(fn)
         self._handles.append(transformer.register_forward_pre_hook(hook))

@@ -115,8 +115,8 @@ class BlockDelta:
 class LoRSSBank(nn.Module):
     """The LoRSS of one model (``text`` and ``vision``: :class:`LoRSS` over the first ``layers`` blocks) and the
     update each block receives, ``G_l (alpha LoRSS_l + (1 - alpha) LoRSS_{l-1})`` (Eq. 6-7; ``alpha`` None: no
-    interaction; ``gates(tower)`` -> [L] or None: no gate). The updates of a tower are computed once per forward of
-    that tower (and at merging), for all its blocks at once."""
+    interaction; ``gates(tower)`` -> [L] or None: no gate). The updates of a tower are computed at the start of each
+    forward of that tower (and at merging), for all its blocks at once."""
 
     def __init__(self, clip_model, rank, n_sub, mats, layers, learn_scales=True):
         super().__init__()
@@ -132,19 +132,23 @@ class LoRSSBank(nn.Module):
     def towers(self):
         return {"text": self.text, "vision": self.vision}
 
+    def compute(self, tower):
+        """Compute ``[L, n_mats, out, in]``, the update of every block of ``tower``, and keep it for its blocks."""
+        w = interact(self.towers()[tower].weights(), self.alpha)
+        if self.gates is not None:
+            w = w * self.gates(tower)[:, None, None, None].to(w.dtype)
+        self._effective[tower] = w
+
     def effective(self, tower):
-        """``[L, n_mats, out, in]``: the update of every block of ``tower`` (cached until the tower's next forward)."""
+        """The updates computed at the start of the tower's current forward (or at merging)."""
         if tower not in self._effective:
-            w = interact(self.towers()[tower].weights(), self.alpha)
-            if self.gates is not None:
-                w = w * self.gates(tower)[:, None, None, None].to(w.dtype)
-            self._effective[tower] = w
+            self.compute(tower)
         return self._effective[tower]
 
     def attach(self, surgery, alpha=None, gates=None):
         self.alpha, self.gates = alpha, gates
         for tower in self.towers():
-            surgery.before_tower(tower, lambda t=tower: self._effective.pop(t, None))
+            surgery.before_tower(tower, lambda t=tower: self.compute(t))
             for layer in range(self.layers):
                 surgery.add_attention_delta(tower, layer, "qkv", BlockDelta(self, tower, layer, "qkv"))
                 if self.n_mats == 4:
@@ -496,32 +500,38 @@ class DPDLoRA(MaPLe):
     def text_loss(self, text_features):
         return F.l1_loss(text_features.float(), self.text_target.text_features().float())
 
+    def losses(self, model, image, label, lorss, orth_weight, teacher=None):
+        """(loss, logits, summary): ``CE + KL_WEIGHT * KL(p_teacher || p) + orth_weight * L_orth +
+        TEXT_LOSS_WEIGHT * L_text`` of ``model`` (Eq. 8-10; the KL only with a ``teacher``, each term only with a
+        non-zero weight)."""
+        c = self.trainer_cfg
+        text_features = model.text_features()
+        logits = model.logits(model.image_features(image), text_features)
+        loss = loss_ce = F.cross_entropy(logits, label)
+        summary = {"loss_ce": loss_ce.item()}
+        if teacher is not None and c.KL_WEIGHT:
+            with torch.no_grad():
+                teacher_logits = teacher(image)
+            loss_kl = kl_to_teacher(logits, teacher_logits, c.KL_NORM)
+            loss = loss + c.KL_WEIGHT * loss_kl
+            summary["loss_kl"] = loss_kl.item()
+        if orth_weight:
+            loss_orth = self.orth_loss(lorss)
+            loss = loss + orth_weight * loss_orth
+            summary["loss_orth"] = loss_orth.item()
+        if self.text_target is not None:
+            loss_text = self.text_loss(text_features)
+            loss = loss + c.TEXT_LOSS_WEIGHT * loss_text
+            summary["loss_text"] = loss_text.item()
+        return loss, logits, summary
+
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
         if self.stage == 1:
             return self.teacher_step(image, label)
-        c = self.trainer_cfg
-        model = self.model
         with self.autocast():
-            text_features = model.text_features()
-            logits = model.logits(model.image_features(image), text_features)
-            loss_ce = F.cross_entropy(logits, label)
-            loss = loss_ce
-            summary = {"loss_ce": loss_ce.item()}
-            if self.teacher is not None and c.KL_WEIGHT:
-                with torch.no_grad():
-                    teacher_logits = self.teacher(image)
-                loss_kl = kl_to_teacher(logits, teacher_logits, c.KL_NORM)
-                loss = loss + c.KL_WEIGHT * loss_kl
-                summary["loss_kl"] = loss_kl.item()
-            if c.ORTH_WEIGHT:
-                loss_orth = self.orth_loss(self._models["prompt_learner"].lorss)
-                loss = loss + c.ORTH_WEIGHT * loss_orth
-                summary["loss_orth"] = loss_orth.item()
-            if self.text_target is not None:
-                loss_text = self.text_loss(text_features)
-                loss = loss + c.TEXT_LOSS_WEIGHT * loss_text
-                summary["loss_text"] = loss_text.item()
+            loss, logits, summary = self.losses(self.model, image, label, self._models["prompt_learner"].lorss,
+                                                self.trainer_cfg.ORTH_WEIGHT, self.teacher)
         self.backward_and_update(loss)
         summary = {"loss": loss.item(), **summary, "acc": compute_accuracy(logits, label)[0].item()}
         self.step_lr_at_epoch_end()
@@ -529,19 +539,10 @@ class DPDLoRA(MaPLe):
 
     def teacher_step(self, image, label):
         """Stage 1: ``CE + TEACHER_ORTH_WEIGHT * L_orth + TEXT_LOSS_WEIGHT * L_text`` on the teacher's LoRSS."""
-        c = self.trainer_cfg
         teacher = self.teacher
         with self.autocast():
-            text_features = teacher.text_features()
-            logits = teacher.logits(teacher.image_features(image), text_features)
-            loss_ce = F.cross_entropy(logits, label)
-            loss_orth = self.orth_loss(teacher.prompt_learner.lorss)
-            loss = loss_ce + c.TEACHER_ORTH_WEIGHT * loss_orth
-            summary = {"loss_ce": loss_ce.item(), "loss_orth": loss_orth.item()}
-            if self.text_target is not None:
-                loss_text = self.text_loss(text_features)
-                loss = loss + c.TEXT_LOSS_WEIGHT * loss_text
-                summary["loss_text"] = loss_text.item()
+            loss, logits, summary = self.losses(teacher, image, label, teacher.prompt_learner.lorss,
+                                                self.trainer_cfg.TEACHER_ORTH_WEIGHT)
         self.detect_anomaly(loss)
         optim = self._teacher_optim
         optim.zero_grad()
