@@ -192,7 +192,7 @@ def test_orthogonality_loss_is_zero_for_orthonormal_factors_only():
     with torch.no_grad():
         bank.vision.B[1, 3, 1] *= 2.0  # block 1, out, sub-LoRA 1
     # one B_i^T B_i = 4 I: ||3 I||_F = 6, averaged over the 96 factors (2 towers x 2 blocks x 4 weights x 3 x {A, B})
-    assert float(orthogonality_loss(bank)) == pytest.approx(6 / 96, abs=1e-5)
+    assert orthogonality_loss(bank).item() == pytest.approx(6 / 96, abs=1e-5)
     assert orthogonality_loss(bank, on="A") < 1e-5  # ORTH_ON A ignores B
 
 

@@ -22,8 +22,8 @@
 #   so that runs of other stage-2 settings (another B2N_CFG / FS_CFG, another OUTPUT, the ablation rows) reuse one
 #   teacher instead of training it again, e.g. after a base2new run into OUTPUT=output:
 #     TEACHER_DIR=output ROW=scl bash scripts/dpdlora/run.sh ablation
-#   That run's stage 1 must have finished (teacher/model.pth.tar-<EARLY_STOP>) with the same LoRSS keys and EARLY_STOP
-#   (train.py checks it). The evaluation jobs do not get it (they need the student only), nor xd / dg (no teacher), nor
+#   That run's stage 1 must have finished (teacher/model.pth.tar-<EARLY_STOP>) with the same LoRSS keys and stage-1
+#   training (train.py checks it). The evaluation jobs do not get it (they need the student only), nor xd / dg (no teacher), nor
 #   the lorss / interaction rows (KL weight 0: no teacher). A folder's name does not say whether its teacher was read,
 #   so use another OUTPUT (or config) when switching TEACHER_DIR on or off. TEACHER_DIR = OUTPUT with TEACHER_CFG the
 #   protocol's own config would name each job's own folder and is refused.
