@@ -25,6 +25,9 @@ paper leaves open is a ``TRAINER.DPDLORA`` key, listed with its default in docs/
   only the student. Evaluation runs on merged weights (the LoRSS, their mixing and the gates folded into ``in_proj``).
 * Learning rates: ``LR_LORA`` (LoRSS and s_i; also the teacher's), ``LR_PROMPT`` (prompts and MaPLe's couplings) and
   ``LR_GATE``, each times ``LR_SCALE`` (10 gives the paper's Table 4a values).
+* Computation: a tower's LoRSS factors are stacked tensors; at the start of each forward of the tower the updates of
+  all its blocks (Eq. 4, 6, 7) are formed in one batched product, and each block adds its q/k/v update to
+  ``in_proj_weight`` (one projection GEMM, as the unmodified attention; measured in docs/SPEED.md).
 """
 import os.path as osp
 
