@@ -423,21 +423,22 @@ class ClipSurgery:
             self._linear_deltas[id(linear)] = (linear, deltas, handle, mlp)
         self._linear_deltas[id(linear)][1].append(delta)
 
-    def before_tower(self, tower: str, fn: Callable[[], None]):
-        """Call ``fn()`` at the start of every forward of ``tower``'s transformer that applies the edits (enabled,
-        not merged) and before :meth:`merge` reads the deltas: e.g. to compute, once per forward, updates shared by
-        all the tower's blocks. It runs outside the blocks, so per-block activation checkpointing recomputes none of
-        it."""
-        transformer = self.model.transformer if tower == "text" else getattr(self.model.visual, "transformer", None)
-        if transformer is None:
+    def before_tower(self, tower: str, fn: Callable[[], None], merged_too: bool = False):
+        """Call ``fn()`` at the start of every forward of ``tower`` (the text transformer; the whole image tower, so
+        before the vision tokens appended at its input) while the edits apply (enabled; and unmerged unless
+        ``merged_too``: token edits stay active on merged weights), and before :meth:`merge` reads the deltas. E.g.
+        to compute, once per forward, tensors shared by all the tower's blocks; it runs outside the blocks, so
+        per-block activation checkpointing recomputes none of it."""
+        module = self.model.transformer if tower == "text" else self.model.visual
+        if tower not in ("text", "vision") or (tower == "vision" and not self.blocks["vision"]):
             raise ValueError(f'tower must be "text" or a ViT "vision", got {tower!r}')
 
-        def hook(module, args):
-            if self.enabled and not self.merged:
+        def hook(mod, args):
+            if self.enabled and (merged_too or not self.merged):
                 fn()  # returns None: the tower's input is unchanged
 
         self._tower_callbacks.append(fn)
-        self._handles.append(transformer.register_forward_pre_hook(hook))
+        self._handles.append(module.register_forward_pre_hook(hook))
 
     # ---------------------------------------------------------------- input adapters
     def _adapter_hook(self, module) -> _InputAdapterHook:

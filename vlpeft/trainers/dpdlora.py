@@ -183,7 +183,8 @@ class PromptGate(nn.Module):
         nn.init.constant_(self.linear.bias, bias)
 
     def forward(self, prompt):
-        return torch.sigmoid(self.linear(prompt.float().mean(dim=0)))[0]
+        """``prompt`` [..., tokens, width] -> gate [...]."""
+        return torch.sigmoid(self.linear(prompt.float().mean(dim=-2))).squeeze(-1)
 
 
 class HierarchicalPrompts(MultiModalPromptLearner):
@@ -196,6 +197,8 @@ class HierarchicalPrompts(MultiModalPromptLearner):
         self.alpha, self.vision_mix, self.shared_coupling = alpha, vision_mix, shared_coupling
         if shared_coupling:
             self.compound_prompt_projections = nn.ModuleList()
+        self.depth = depth
+        self._current = {}
 
     def coupling(self, layer):
         return self.proj if self.shared_coupling else super().coupling(layer)
@@ -220,6 +223,44 @@ class HierarchicalPrompts(MultiModalPromptLearner):
         previous = self.coupling(layer - 1)(self.own_text_prompt(layer - 1))
         return self.alpha * own + (1 - self.alpha) * previous
 
+    def all_text_prompts(self):
+        """``[depth, N_CTX, D_t]``: :meth:`text_prompt` of every prompted block, in a few batched operations."""
+        return interact(torch.stack([self.own_text_prompt(l) for l in range(self.depth)]), self.alpha)
+
+    def all_vision_prompts(self):
+        """``[depth, N_CTX, D_v]``: :meth:`vision_prompts` of every prompted block (the couplings as one batched
+        product)."""
+        mix_first = self.alpha is not None and self.vision_mix == "prompt"
+        text = self.all_text_prompts() if mix_first else torch.stack(
+            [self.own_text_prompt(l) for l in range(self.depth)])
+        if self.shared_coupling:
+            vision = F.linear(text, self.proj.weight, self.proj.bias)
+        else:
+            couplings = [self.coupling(l) for l in range(self.depth)]
+            weight = torch.stack([c.weight for c in couplings]).transpose(1, 2)
+            bias = torch.stack([c.bias for c in couplings]).unsqueeze(1)
+            vision = torch.baddbmm(bias, text, weight)
+        return vision if mix_first else interact(vision, self.alpha)
+
+    def refresh(self, tower):
+        """Compute the prompts of every block of ``tower`` (at the start of its forward) for its blocks and gates."""
+        self._current[tower] = self.all_text_prompts() if tower == "text" else self.all_vision_prompts()
+
+    def current(self, tower):
+        """``[depth, N_CTX, D]``: the prompts of ``tower`` computed at the start of its current forward."""
+        if tower not in self._current:
+            self.refresh(tower)
+        return self._current[tower]
+
+    def attach(self, surgery):
+        """MaPLe's token edits, each block reading its prompt from the tower's prompts computed once per forward."""
+        for tower in ("text", "vision"):
+            surgery.before_tower(tower, lambda t=tower: self.refresh(t), merged_too=True)
+        surgery.append("vision", lambda: self._current["vision"][0])
+        for layer in range(1, self.depth):
+            surgery.write("text", layer, 1, lambda l=layer: self._current["text"][l])
+            surgery.write("vision", layer, -self.n_ctx, lambda l=layer: self._current["vision"][l])
+
 
 class DPDLoRALearner(nn.Module):
     """The student: ``prompts`` (:class:`HierarchicalPrompts`), ``lorss`` (:class:`LoRSSBank`) and ``gates``
@@ -237,17 +278,19 @@ class DPDLoRALearner(nn.Module):
         return self.prompts.tokenized_prompts
 
     def gate_vector(self, tower):
-        """``[L]``: ``G(P~_l)`` of every LoRSS block of ``tower`` (Eq. 7): the tower's gate of the block's mixed prompt,
-        1 for blocks without a prompt."""
-        prompt = self.prompts.text_prompt if tower == "text" else self.prompts.vision_prompts
+        """``[L]``: ``G(P~_l)`` of every LoRSS block of ``tower`` (Eq. 7): the tower's gate of the block's mixed prompt
+        (those of the tower's current forward), 1 for blocks without a prompt."""
         depth = min(self.depth, self.lorss.layers)
-        gates = torch.stack([self.gates[tower](prompt(layer)) for layer in range(depth)])
-        ones = gates.new_ones(self.lorss.layers - depth)
-        return torch.cat([gates, ones])
+        gates = self.gates[tower](self.prompts.current(tower)[:depth])
+        return torch.cat([gates, gates.new_ones(self.lorss.layers - depth)])
 
     def gate_values(self):
         with torch.no_grad():
-            return {tower: [float(g) for g in self.gate_vector(tower)[:self.depth]] for tower in ("text", "vision")}
+            values = {}
+            for tower in ("text", "vision"):
+                self.prompts.refresh(tower)
+                values[tower] = [float(g) for g in self.gate_vector(tower)[:self.depth]]
+            return values
 
     def attach(self, surgery):
         self.prompts.attach(surgery)
