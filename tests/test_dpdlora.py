@@ -419,3 +419,13 @@ def test_a_whole_number_for_a_float_key_is_read_as_a_float():
     assert (c.LR_SCALE, c.KL_WEIGHT, c.EARLY_STOP) == (10.0, 0.0, 3) and isinstance(c.LR_SCALE, float)
     with pytest.raises(ValueError, match="Invalid config"):
         setup_cfg(build_parser().parse_args(["--trainer", "DPDLoRA", "TRAINER.DPDLORA.EARLY_STOP", "2.5"]))
+
+
+def test_student_init_teacher_starts_from_the_teachers_lorss(eurosat_root, tiny_clip_path, tmp_path, capsys):
+    trainer = _build(_cfg(eurosat_root, tiny_clip_path, str(tmp_path), **{
+        "OPTIM.MAX_EPOCH": 2, "TRAINER.DPDLORA.EARLY_STOP": 1, "TRAINER.DPDLORA.STUDENT_INIT": "teacher"}))
+    trainer.before_train()
+    teacher = trainer.teacher.prompt_learner.lorss.state_dict()
+    student = trainer._models["prompt_learner"].lorss.state_dict()
+    assert _equal_states(student, teacher) and torch.count_nonzero(student["text.B"]) > 0
+    assert "the student's LoRSS start from the teacher's" in capsys.readouterr().out
