@@ -29,7 +29,8 @@ setup(
     ],
     entry_points={"console_scripts": ["vlpeft-train = vlpeft.cli:main"]},
     extras_require={
-        "test": ["pytest", "setuptools>=70.1", "wheel"],  # the last two: the packaging test builds a wheel offline
+        "test": ["pytest", "setuptools>=70.1", "wheel", "submitit"],  # a wheel built offline; submitit: its local executor
         "plot": ["matplotlib"],
+        "slurm": ["submitit"],
     },
 )

@@ -166,6 +166,16 @@ def test_default_train_py_runs_base_to_new(small_testbed, tmp_path, capsys):
     assert "trainer" in out and "base" in out and "H" in out
     assert osp.isfile(osp.join(str(tmp_path), "b2n", "TestbedScenes", "CoOp", "seed1", "test_new",
                                "results.json"))
+    # python -m vlpeft.results reads these real runs back into the same table
+    from vlpeft.results import results
+
+    report = results(str(tmp_path), seeds=[1], compare="published")  # the demo runs seed 1 only
+    for name, base, new, h, _ in rows:
+        table = next(t for t in report.tables if t.protocol == "base2new" and t.trainer == name)
+        cells = table.row("TestbedScenes").cells
+        assert (cells["base"][0], cells["new"][0]) == pytest.approx((float(base), float(new)), abs=0.05)  # demo: 1 decimal
+        assert cells["H"][0] == pytest.approx(float(h), abs=0.05) and cells["base"][2] == 1
+    assert not report.missing and not report.unfinished and not report.stale
 
 
 def test_accuracy_table_runs_dpc_on_top_of_its_backbone_run(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import difflib
 import json
 import os
 import os.path as osp
+import shlex
 import sys
 import time
 import traceback
@@ -430,7 +431,7 @@ def _write_env(cfg, env, argv):
         with open(path) as f:
             previous = f.read() + "\n"
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    atomic_write_text(path, previous + f"started: {started}\n{env}\ncommand: {' '.join(argv)}\n")
+    atomic_write_text(path, previous + f"started: {started}\n{env}\ncommand: {shlex.join(str(a) for a in argv)}\n")
 
 
 def train_images_per_class(trainer, num_shots):
