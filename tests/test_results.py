@@ -206,6 +206,11 @@ def test_published_lookup_and_difference(report):
     assert published.lookup("DIPMaPLe", "base2new", "average", "new") == 75.43
     assert published.lookup("DPC+MaPLe", "base2new", "average", "base") == 85.93
     assert published.lookup("DPL", "fewshot", "imagenet", 16) == 72.80
+    assert published.lookup("DIP", "base2new", "imagenet", "base") == 76.10
+    assert published.lookup("DIPMaPLe", "base2new", "fgvc_aircraft", "H") == 38.08
+    assert published.lookup("DIP", "base2new", "dtd", "base") is None  # that panel of the DIP paper is an image
+    assert published.lookup("DIP", "xd", "eurosat") == 42.10
+    assert published.lookup("DsRA", "dg", "imagenet_sketch") == 49.73
     assert published.lookup("CoOp", "base2new", "dtd", "novel") == 41.18
     assert published.lookup("DPDLoRA", "dg", "average") is None
     for e in published.ENTRIES:
