@@ -204,7 +204,8 @@ def test_declared_dependencies_cover_the_imports():
     declared = {re.split(r"[<>=\[ ]", d)[0].lower().replace("-", "_")
                 for d in re.findall(r'"([A-Za-z][\w\-\[\]]*(?:[<>=][^"]*)?)"', setup)}
     distribution = {"PIL": "pillow", "yaml": "pyyaml", "open_clip": "open_clip_torch", "sklearn": "scikit_learn"}
-    optional = {"dassl", "matplotlib", "timm"}  # the engine's Dassl, the plot extra; timm comes with open_clip
+    # the engine's Dassl, the plot extra, the slurm extra, the results' optional DataFrame; timm comes with open_clip
+    optional = {"dassl", "matplotlib", "submitit", "pandas", "timm"}
     imported = set()
     for d, _, files in os.walk(osp.join(REPO, "vlpeft")):
         for f in files:

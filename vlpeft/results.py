@@ -441,8 +441,11 @@ class Report:
         return out
 
     def to_frame(self):
-        import pandas as pd
-
+        """:meth:`records` as a pandas DataFrame (pandas is not a dependency of vlpeft: install it to use this)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Report.to_frame() needs pandas: pip install pandas (or use report.records())") from None
         return pd.DataFrame(self.records())
 
 
