@@ -286,3 +286,29 @@ def test_submitit_local_runs_the_waves(tmp_path):
     assert runs(test_ok)[0]["start"] >= runs(train_ok)[0]["end"]
     assert runs(test_bad) == [] and runs(done) == []
     assert "boom: the job failed here" in err.getvalue()
+
+
+def test_real_train_py_jobs_with_two_workers_then_results(eurosat_root, tmp_path, monkeypatch, capsys):
+    """End to end on the CPU: MaPLe's base-to-new script with its testbed config (the shipped testbed CLIP) on a
+    generated EuroSAT, run by the launcher with 2 workers; the evaluation waits for its training; a re-launch runs only
+    the job that lost its results.json; python -m vlpeft.results reads the runs back."""
+    from vlpeft.results import results
+
+    monkeypatch.setenv("B2N_CFG", "testbed")
+    out = tmp_path / "out"
+    argv = ["maple", "base2new", "--data", eurosat_root, "--output", str(out), "--datasets", "eurosat", "--seeds", "1",
+            "--workers", "2"]
+    assert launch.main(argv) == 0
+    runs = {stage: out / "base2new" / stage / "eurosat" / "shots_16" / "MaPLe" / "testbed" / "seed1"
+            for stage in ("train_base", "test_new")}
+    records = {stage: json.load(open(path / "results.json")) for stage, path in runs.items()}
+    assert records["test_new"]["eval_only"] and records["test_new"]["load_epoch"] == 10
+    assert (runs["train_base"] / "launch.log").read_text().count("Finish training") == 1
+    (runs["test_new"] / "results.json").unlink()
+    capsys.readouterr()
+    assert launch.main(argv) == 0
+    assert "1 done, 1 skipped" in capsys.readouterr().out
+    table = next(t for t in results(str(out), seeds=[1], datasets=["eurosat"]).tables if t.trainer == "MaPLe")
+    cells = table.row("eurosat").cells
+    new = json.load(open(runs["test_new"] / "results.json"))["accuracy"]
+    assert cells["base"][0] == pytest.approx(records["train_base"]["accuracy"]) and cells["new"][0] == pytest.approx(new)

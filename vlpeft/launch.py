@@ -313,7 +313,8 @@ class LocalRunner:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(self.jobs), unit="job", file=self.out, dynamic_ncols=True)
+            bar = tqdm(total=len(self.jobs), unit="job", file=self.out, dynamic_ncols=True, mininterval=1.0)
+        shown = None
         try:
             while True:
                 self._settle(bar)
@@ -326,8 +327,9 @@ class LocalRunner:
                             bar.update(1)
                         continue
                     self._start(job, pos, bar)
-                if bar is not None:
-                    bar.set_postfix(self.counts(), refresh=False)
+                if bar is not None and self.counts() != shown:  # redraw on a change only (logs stay short)
+                    shown = self.counts()
+                    bar.set_postfix(shown, refresh=False)
                     bar.refresh()
                 if not self.running and not any(s == PENDING for s in self.state.values()):
                     break
