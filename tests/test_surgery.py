@@ -166,7 +166,25 @@ def _kv_mixtures(s, m):
     return {"dpl": vision}, {"dpl": text}, None
 
 
-EDITS = {"deep_prompts": _deep_prompts, "kv_tokens": _kv_tokens, "kv_tokens_through_ln_1": _kv_tokens_through_ln_1,
+def _fused_qkv_deltas(s, m):
+    """A [3D, D] update added to in_proj (one GEMM): block 0 alone, block 1 beside a per-name v delta and out."""
+    vis, txt = {}, {}
+    for tower, width, out in (("vision", 128, vis), ("text", 64, txt)):
+        for layer in (0, 1):
+            fused = delta(width, 3 * width)
+            s.add_attention_delta(tower, layer, "qkv", fused)
+            w = dict(zip("qkv", fused.weight().detach().double().chunk(3)))
+            if layer == 1:
+                v, o = delta(width, width), delta(width, width)
+                s.add_attention_delta(tower, layer, "v", v)
+                s.add_attention_delta(tower, layer, "out", o)
+                w["v"] = w["v"] + v.weight().detach().double()
+                w["out"] = o.weight().detach().double()
+            out[layer] = w
+    return {"deltas": vis}, {"deltas": txt}, None
+
+
+EDITS = {"deep_prompts": _deep_prompts, "fused_qkv_deltas": _fused_qkv_deltas, "kv_tokens": _kv_tokens, "kv_tokens_through_ln_1": _kv_tokens_through_ln_1,
          "kv_mixtures": _kv_mixtures, "attention_deltas": _attention_deltas,
          "mlp_deltas": _mlp_deltas, "adapters": _adapters, "adapters_and_deltas": _adapters_and_deltas}
 
@@ -293,3 +311,23 @@ def test_kv_mixture_with_one_hot_weights_is_that_option(sd, model, images, token
     assert alpha.grad.abs().sum() > 0 and all(o.grad.abs().sum() > 0 for o in options)
     with pytest.raises(ValueError, match="already has a K/V mixture"):
         s.add_kv_mixture("text", 1, [None], lambda: torch.ones(1))
+
+
+def test_before_tower_runs_once_per_forward_of_that_tower_and_before_merging(model, images, tokens):
+    s = ClipSurgery(model)
+    s.add_attention_delta("text", 0, "qkv", delta(64, 192))
+    calls = {"text": 0, "vision": 0, "vision_merged_too": 0}
+    s.before_tower("text", lambda: calls.__setitem__("text", calls["text"] + 1))
+    s.before_tower("vision", lambda: calls.__setitem__("vision", calls["vision"] + 1))
+    s.before_tower("vision", lambda: calls.__setitem__("vision_merged_too", calls["vision_merged_too"] + 1),
+                   merged_too=True)
+    with torch.no_grad():
+        features(model, images, tokens)
+        assert calls == {"text": 1, "vision": 1, "vision_merged_too": 1}
+        with s.disabled():
+            features(model, images, tokens)
+        assert calls == {"text": 1, "vision": 1, "vision_merged_too": 1}  # plain CLIP: nothing to prepare
+        s.merge()
+        assert calls == {"text": 2, "vision": 2, "vision_merged_too": 2}  # before the deltas are read
+        features(model, images, tokens)
+        assert calls == {"text": 2, "vision": 2, "vision_merged_too": 3}  # merged: only what token edits need
