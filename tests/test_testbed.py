@@ -206,3 +206,36 @@ def test_accuracy_table_runs_dpc_on_top_of_its_backbone_run(tmp_path, monkeypatc
     for _, out, opts in calls[2:]:
         assert opts[opts.index("TRAINER.DPC.BACKBONE_DIR") + 1] == backbone_dir
         assert out.startswith(os.path.join(str(tmp_path), "b2n", "TestbedScenes", "DPC_maple", "seed2"))
+
+
+def test_probe_logistic_regression_fits_separable_features():
+    from vlpeft.testbed.probe import fit_logistic_regression, linear_probe, predict
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(5, 16, generator=g), dim=-1) * 3
+    y = torch.arange(5).repeat_interleave(20)
+    x = centres[y] + 0.1 * torch.randn(len(y), 16, generator=g)
+    params = fit_logistic_regression(x, y, 5, weight_decay=1e-4)
+    assert (predict(params, x) == y).all()
+    res = linear_probe((x, y), (x[::2], y[::2]), (x[1::2], y[1::2]), 5)
+    assert res["accuracy"] == 100.0 and res["val_accuracy"] == 100.0
+
+
+@needs_checkpoint
+def test_probe_matches_train_py_zero_shot(small_testbed, tmp_path):
+    import vlpeft.testbed.accuracy as acc
+    from vlpeft.testbed.probe import main
+
+    out = str(tmp_path / "probe.json")
+    summary = main(["--datasets", "TestbedScenes", "--seeds", "1", "--root", small_testbed, "--json", out])
+    row = json.load(open(out))["datasets"]["TestbedScenes"]
+    run = row["runs"][0]
+    assert row["zero_shot"] == pytest.approx(summary["TestbedScenes"]["zero_shot"])
+    assert 0 <= row["zero_shot"] <= 100 and 0 <= row["probe"] <= 100
+    assert row["gap"] == pytest.approx(row["probe"] - row["zero_shot"])
+    assert (run["num_classes"], run["n_train"], run["n_test"]) == (6, 6 * 16, 6 * 6)
+    # the same split through train.py (ZeroshotCLIP --eval-only, base half) gives the same zero-shot accuracy
+    record = acc.run_train(acc._flags("ZeroshotCLIP", 1, small_testbed) + ["--eval-only"],
+                           ["DATASET.NAME", "TestbedScenes", "DATASET.NUM_SHOTS", 16,
+                            "DATASET.SUBSAMPLE_CLASSES", "base"], str(tmp_path / "zs"))
+    assert record["accuracy"] == pytest.approx(row["zero_shot"], abs=1e-3)

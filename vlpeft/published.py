@@ -62,6 +62,10 @@ METHODS = {m.name: m for m in (
     Method("DPC+PromptSRC", "DPC", "DPC on the PromptSRC backbone"),
     Method("DPL", "DPL", "DPL (searched per-layer context lengths)"),
     Method("DPL+KD", "DPL", "DPL with distillation from zero-shot CLIP"),
+    Method("IVLP", "IVLP", "independent V-L prompting, 4 + 4 prompts, depth 9 (the PromptSRC repository's baseline)"),
+    Method("KgCoOp", "KgCoOp", "KgCoOp (Yao et al. 2023), the KgCoOp repository's numbers"),
+    Method("ProGrad", "ProGrad", "ProGrad (Zhu et al. 2023), as the KgCoOp repository reports it"),
+    Method("ProGrad (DIP paper)", "ProGrad", "ProGrad as the DIP paper reports it (its Table 2)"),
 )}
 
 DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
@@ -230,6 +234,18 @@ def _build():
         for method in (plain, dpc):
             add(method, "xd", "average", "accuracy", xd, _DPC_T2_SOURCE)
             add(method, "dg", "average", "accuracy", dg, _DPC_T2_SOURCE)
+
+    for method, triple, src in (
+            ("IVLP", (84.21, 71.79, 77.51), "PromptSRC repository, README (base-to-new, IVLP baseline, 20 epochs)"),
+            ("KgCoOp", (80.73, 73.60, 77.00), "KgCoOp repository, README (base-to-new average)"),
+            ("ProGrad", (82.48, 70.75, 76.16), "KgCoOp repository, README (base-to-new average, ProGrad row)"),
+            ("ProGrad (DIP paper)", (82.79, 68.55, 75.00), "DIP paper, Table 2 (base-to-new average)")):
+        for metric, value in zip(("base", "new", "H"), triple):
+            add(method, "base2new", "average", metric, value, src)
+    src = "DsRA paper, Table 5 (few-shot average of the KgCoOp and ProGrad baselines)"
+    for method, values in (("KgCoOp", (68.73, 73.42, 75.68)), ("ProGrad", (70.57, 74.57, 81.98))):
+        for shots, value in zip((1, 4, 16), values):
+            add(method, "fewshot", "average", shots, value, src)
 
     for method, values in _DPL_T1.items():
         for dataset, value in zip(_DPL_T1_COLUMNS, values):

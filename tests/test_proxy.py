@@ -1,0 +1,67 @@
+"""The testbed-as-proxy report: Kendall's tau, the t intervals, H as the papers compute it, ranks against the
+published table, the bootstrap over seeds (on generated run folders in the testbed's layout)."""
+import json
+import math
+import os
+
+import pytest
+
+from vlpeft.testbed import proxy
+
+
+def test_kendall_tau_counts_pairs_and_handles_ties():
+    assert proxy.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 6, 0)
+    assert proxy.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, 0, 6)
+    import random
+
+    from scipy.stats import kendalltau
+
+    rng = random.Random(0)
+    for _ in range(20):  # tau-b, ties included, as scipy computes it
+        x, y = [rng.randint(0, 4) for _ in range(9)], [rng.randint(0, 4) for _ in range(9)]
+        assert proxy.kendall_tau(x, y)[0] == pytest.approx(kendalltau(x, y).statistic)
+    tau_b, _, _ = proxy.kendall_tau([1, 1, 2, 3], [1, 2, 3, 4])  # a tie in x: tau-b
+    assert tau_b == pytest.approx(5 / math.sqrt(5 * 6))
+    with pytest.raises(ValueError):
+        proxy.kendall_tau([1], [1])
+
+
+def test_t_interval():
+    mean, half = proxy.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(proxy.t_interval([5.0])[1])
+
+
+def _write(root, dataset, trainer, seed, base, new):
+    for stage, acc in (("train_base", base), ("test_new", new)):
+        path = os.path.join(root, "b2n", dataset, trainer, f"seed{seed}", stage)
+        os.makedirs(path)
+        with open(os.path.join(path, "results.json"), "w") as f:
+            json.dump({"accuracy": acc}, f)
+
+
+def test_report_ranks_methods_against_the_published_h(tmp_path):
+    root = str(tmp_path)
+    # testbed H order: PromptSRC > MaPLe > CoOp (published: PromptSRC 79.97 > MaPLe 78.55 > CoOp 71.66)
+    accs = {"CoOp": (70, 50), "MaPLe": (80, 60), "PromptSRC": (85, 70), "DPDLoRA_lorss": (99, 99)}
+    for trainer, (b, n) in accs.items():
+        for seed, shift in ((1, -1.0), (2, 0.0), (3, 1.0)):
+            for dataset in ("TestbedScenes", "TestbedSketchShapes"):
+                _write(root, dataset, trainer, seed, b + shift, n + shift)
+    _write(root, "TestbedScenes", "KgCoOp", 1, 60, 40)  # one seed, one dataset: not ranked
+    result = proxy.proxy_report(proxy.collect(root), n_boot=200)
+    rows = {r["trainer"]: r for r in result["rows"]}
+    assert rows["MaPLe"]["H"] == pytest.approx(proxy.harmonic(80, 60))
+    assert rows["MaPLe"]["H_ci"] == pytest.approx(proxy.t_interval(
+        [proxy.harmonic(80 + d, 60 + d) for d in (-1, 0, 1)])[1])
+    assert [r["trainer"] for r in result["rows"]] == ["DPDLoRA_lorss", "PromptSRC", "MaPLe", "CoOp"]
+    assert rows["DPDLoRA_lorss"]["published_H"] is None  # an ablation variant has no published number
+    assert rows["PromptSRC"]["published_rank"] == 1 and rows["CoOp"]["published_rank"] == 3
+    tau = result["tau"]
+    assert (tau["tau"], tau["concordant"], tau["discordant"], tau["methods"]) == (1.0, 3, 0, 3)
+    assert tau["bootstrap_95"] == [1.0, 1.0] and result["incomplete"] == ["KgCoOp"]
+    text = proxy.render(result)
+    assert "Kendall tau" in text and "KgCoOp" in text
+    assert proxy.main([root, "--bootstrap", "50", "--json", str(tmp_path / "proxy.json")]) == 0
+    assert json.load(open(tmp_path / "proxy.json"))["tau"]["tau"] == 1.0
+    assert proxy.published_method("DPC_maple") == "DPC+MaPLe" and proxy.published_method("DPL_cycle") is None

@@ -1,0 +1,182 @@
+"""How well the testbed ranks methods the way the published tables do: base-to-new runs -> per-method mean base / new
+/ H with 95% confidence intervals over seeds, the rank of each method, and Kendall's tau between the methods' H on the
+testbed and their published 11-dataset H (``vlpeft.published``), with a bootstrap interval over seeds.
+
+    python -m vlpeft.testbed.proxy OUTPUT [--datasets TestbedScenes ...] [--bootstrap 2000] [--json PATH]
+
+``OUTPUT`` holds base-to-new runs (``python -m vlpeft.testbed.accuracy --protocols b2n --output OUTPUT``, or any
+folder ``python -m vlpeft.results`` reads). A method's H is computed as the papers do: base and new averaged over
+seeds per dataset, then over the datasets, then their harmonic mean. The confidence intervals are Student-t
+intervals over the seeds of the per-seed (dataset-averaged) numbers; the bootstrap resamples the seeds, the same draw
+for every method (the seeds are shared), and recomputes tau.
+"""
+import argparse
+import json
+import math
+import random
+from collections import defaultdict
+
+from vlpeft import published
+
+
+def kendall_tau(x, y):
+    """Kendall's tau-b of two equally long sequences, with the numbers of concordant and discordant pairs."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("kendall_tau needs two sequences of the same length >= 2")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    n_x = concordant + discordant + ties_y  # pairs not tied in x
+    n_y = concordant + discordant + ties_x
+    tau = (concordant - discordant) / math.sqrt(n_x * n_y) if n_x and n_y else float("nan")
+    return tau, concordant, discordant
+
+
+def published_method(trainer):
+    """The published method of a testbed trainer: its own; for a variant ``<Trainer>_<v>`` only DPC's backbone
+    variants (``DPC_maple``: MaPLe+DPC); other variants (ablation rows, recipe options) have none."""
+    name, _, variant = trainer.partition("_")
+    if not variant:
+        return published.method_for(trainer, "testbed")
+    return published.method_for(name, variant) if name == "DPC" else None
+
+
+def harmonic(base, new):
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def t_interval(values, level=0.95):
+    """(mean, half-width) of the Student-t confidence interval of the mean; half-width nan for one value."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+
+
+def collect(root, datasets=None):
+    """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``root``."""
+    from vlpeft.results import find_runs
+
+    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for run in find_runs(root, check_stale=False):
+        if run.protocol != "base2new" or run.accuracy is None or run.split not in ("base", "new"):
+            continue
+        if datasets and run.dataset not in datasets:
+            continue
+        runs[run.trainer][run.seed][run.dataset][run.split] = run.accuracy
+    return runs
+
+
+def method_h(per_seed, seeds):
+    """H of the seed-averaged, dataset-averaged base and new accuracies over ``seeds`` (may repeat)."""
+    datasets = sorted({d for s in seeds for d in per_seed[s]})
+    base = sum(sum(per_seed[s][d]["base"] for s in seeds) / len(seeds) for d in datasets) / len(datasets)
+    new = sum(sum(per_seed[s][d]["new"] for s in seeds) / len(seeds) for d in datasets) / len(datasets)
+    return base, new, harmonic(base, new)
+
+
+def complete(runs):
+    """The trainers whose every seed has base and new on the same datasets (the rest are reported, not ranked)."""
+    keep, dropped = {}, {}
+    all_datasets = sorted({d for t in runs.values() for s in t.values() for d in s})
+    for trainer, per_seed in runs.items():
+        ok = all(set(per_seed[s]) == set(all_datasets) and all({"base", "new"} <= set(per_seed[s][d])
+                                                               for d in per_seed[s]) for s in per_seed)
+        (keep if ok else dropped)[trainer] = per_seed
+    return keep, dropped
+
+
+def proxy_report(runs, n_boot=2000, seed=0):
+    """The table rows and tau (see the module docstring) of ``collect``'s runs."""
+    runs, incomplete = complete(runs)
+    rows = []
+    for trainer, per_seed in sorted(runs.items()):
+        seeds = sorted(per_seed)
+        base, new, h = method_h(per_seed, seeds)
+        per_seed_numbers = [method_h(per_seed, [s]) for s in seeds]
+        ci = [t_interval([p[i] for p in per_seed_numbers])[1] for i in range(3)]
+        method = published_method(trainer)
+        pub = published.lookup(method, "base2new", "average", "H") if method else None
+        rows.append({"trainer": trainer, "seeds": len(seeds), "base": base, "new": new, "H": h,
+                     "base_ci": ci[0], "new_ci": ci[1], "H_ci": ci[2], "published_method": method,
+                     "published_H": pub})
+    by_h = sorted(rows, key=lambda r: -r["H"])
+    for rank, row in enumerate(by_h, 1):
+        row["rank"] = rank
+    ranked = [r for r in rows if r["published_H"] is not None]
+    for rank, row in enumerate(sorted(ranked, key=lambda r: -r["published_H"]), 1):
+        row["published_rank"] = rank
+    result = {"rows": by_h, "incomplete": sorted(incomplete), "tau": None}
+    if len(ranked) >= 2:
+        tau, conc, disc = kendall_tau([r["H"] for r in ranked], [r["published_H"] for r in ranked])
+        common = sorted(set.intersection(*(set(runs[r["trainer"]]) for r in ranked)))
+        rng = random.Random(seed)
+        taus = []
+        for _ in range(n_boot):
+            draw = [rng.choice(common) for _ in common]
+            taus.append(kendall_tau([method_h(runs[r["trainer"]], draw)[2] for r in ranked],
+                                    [r["published_H"] for r in ranked])[0])
+        taus = sorted(t for t in taus if not math.isnan(t))
+        low, high = (taus[int(0.025 * len(taus))], taus[min(len(taus) - 1, int(0.975 * len(taus)))]) if taus \
+            else (float("nan"), float("nan"))
+        result["tau"] = {"tau": tau, "concordant": conc, "discordant": disc, "methods": len(ranked),
+                         "bootstrap_95": [low, high], "bootstrap_draws": n_boot, "seeds": common}
+    return result
+
+
+def render(result):
+    from tabulate import tabulate
+
+    table = [[r["rank"], r["trainer"], r["seeds"], f"{r['base']:.2f} ± {r['base_ci']:.2f}",
+              f"{r['new']:.2f} ± {r['new_ci']:.2f}", f"{r['H']:.2f} ± {r['H_ci']:.2f}",
+              "-" if r["published_H"] is None else f"{r['published_H']:.2f} ({r['published_method']})",
+              r.get("published_rank", "-")] for r in result["rows"]]
+    lines = [tabulate(table, headers=["rank", "trainer", "seeds", "base (95% CI)", "new (95% CI)", "H (95% CI)",
+                                      "published H", "published rank"])]
+    t = result["tau"]
+    if t:
+        lines.append(f"Kendall tau (testbed H vs published H, {t['methods']} methods): {t['tau']:.3f} "
+                     f"({t['concordant']} concordant, {t['discordant']} discordant pairs); bootstrap over seeds "
+                     f"{t['seeds']}, {t['bootstrap_draws']} draws: 95% [{t['bootstrap_95'][0]:.3f}, "
+                     f"{t['bootstrap_95'][1]:.3f}]")
+    else:
+        lines.append("Kendall tau: fewer than 2 methods with a published H")
+    if result["incomplete"]:
+        lines.append(f"Not ranked (missing base or new runs on some seed or dataset): {', '.join(result['incomplete'])}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.proxy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="a folder of base-to-new runs (e.g. the testbed accuracy tool's --output)")
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over seeds")
+    parser.add_argument("--json", default="", help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    result = proxy_report(collect(args.root, args.datasets), n_boot=args.bootstrap)
+    print(render(result))
+    if args.json:
+        from vlpeft.engine.utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
