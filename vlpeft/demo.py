@@ -14,7 +14,8 @@ DEMO_SEED = 1
 
 
 def run_demo(dataset=DEMO_DATASET, seed=DEMO_SEED, output="output/demo", trainer="CoOp", quiet=True, root="", opts=()):
-    from vlpeft.testbed.accuracy import base_to_new, harmonic
+    from vlpeft.results import harmonic
+    from vlpeft.testbed.accuracy import base_to_new
 
     print("=" * 100)
     print(f"vlpeft demo: base-to-new on the CPU testbed ({dataset}; the vlpeft-testbed CLIP, pretrained on a generated "

@@ -322,6 +322,7 @@ class Cell:
 
 
 def harmonic(base, new):
+    """The harmonic mean of base and new accuracy (H); None when either is missing."""
     if base is None or new is None:
         return None
     return 2 * base * new / (base + new) if base + new > 0 else 0.0

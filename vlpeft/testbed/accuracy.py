@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 from vlpeft.engine.utils import atomic_write_text, close_logger
 from vlpeft.resources import packaged_config
+from vlpeft.results import harmonic
 from vlpeft.testbed.datasets import SPECS
 
 ZERO_SHOT = ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -153,10 +154,6 @@ def _max_epoch(run_dir):
 
     with open(osp.join(run_dir, "config.yaml")) as f:
         return yaml.safe_load(f)["OPTIM"]["MAX_EPOCH"]
-
-
-def harmonic(b, n):
-    return 2 * b * n / (b + n) if b + n > 0 else 0.0
 
 
 def b2n_table(records):

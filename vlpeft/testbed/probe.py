@@ -18,14 +18,11 @@ The table gives the means over seeds, the gap probe - zero-shot, and whether the
 least ``--criterion`` = 15 points above zero-shot).
 """
 import argparse
-import io
 import json
 import os
 import os.path as osp
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,6 +30,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from vlpeft.engine.utils import atomic_write_text
+from vlpeft.testbed.accuracy import _quiet
 from vlpeft.testbed.datasets import SPECS
 
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1)
@@ -81,20 +79,7 @@ def linear_probe(train, val, test, num_classes, weight_decays=WEIGHT_DECAYS):
     return {"accuracy": accuracy(predict(params, test[0]), test[1]), "weight_decay": wd, "val_accuracy": val_acc}
 
 
-@contextmanager
-def _quiet(enabled):
-    if not enabled:
-        yield
-        return
-    original = sys.stdout
-    sys.stdout = io.StringIO()
-    try:
-        yield
-    finally:
-        sys.stdout = original
-
-
-def build_zeroshot_trainer(dataset, seed, root="", shots=SHOTS, output_dir=None):
+def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS):
     """ZeroshotCLIP on the base half of ``dataset`` with ``shots`` shots, configured and seeded as
     ``vlpeft.testbed.accuracy.base_to_new`` runs it through ``train.py`` (nothing is written but the few-shot cache
     and, on first use, the generated dataset)."""
@@ -103,7 +88,6 @@ def build_zeroshot_trainer(dataset, seed, root="", shots=SHOTS, output_dir=None)
     from vlpeft.engine import build_trainer, set_random_seed
     from vlpeft.testbed.accuracy import config_file
 
-    output_dir = output_dir or tempfile.mkdtemp(prefix="vlpeft-probe-")
     argv = ["--root", root, "--seed", str(seed), "--trainer", "ZeroshotCLIP", "--config-file",
             config_file("ZeroshotCLIP"), "--eval-only", "--output-dir", output_dir,
             "DATASET.NAME", dataset, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "base"]
@@ -136,7 +120,7 @@ def probe_one(dataset, seed, root="", shots=SHOTS, weight_decays=WEIGHT_DECAYS, 
     """Zero-shot and linear-probe accuracy (%) on the base test split of ``dataset`` for one seed."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="vlpeft-probe-") as out, _quiet(quiet):
-        trainer = build_zeroshot_trainer(dataset, seed, root, shots, out)
+        trainer = build_zeroshot_trainer(dataset, seed, out, root, shots)
         ds = trainer.dm.dataset
         train = extract(trainer, ds.train_x)
         val = extract(trainer, ds.val) if ds.val else None
@@ -171,7 +155,6 @@ def main(argv=None):
     parser.add_argument("--json", default="", help="write the numbers to this file (atomically)")
     parser.add_argument("--verbose", action="store_true", help="show the trainer's console output")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
     summary = {}
     for dataset in args.datasets:

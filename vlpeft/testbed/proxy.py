@@ -17,6 +17,7 @@ import random
 from collections import defaultdict
 
 from vlpeft import published
+from vlpeft.results import harmonic
 
 
 def kendall_tau(x, y):
@@ -50,10 +51,6 @@ def published_method(trainer):
     if not variant:
         return published.method_for(trainer, "testbed")
     return published.method_for(name, variant) if name == "DPC" else None
-
-
-def harmonic(base, new):
-    return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
 def t_interval(values, level=0.95):

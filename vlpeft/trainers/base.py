@@ -50,11 +50,23 @@ def resolve_precision(prec, device):
     return prec
 
 
-def teacher_kl(logits, teacher_logits):
-    """``KL(p_teacher || p)`` over the rows of the logits, summed and divided by the number of logits (the official
-    PromptSRC reduction; also DPL+KD's distillation term)."""
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
-                    reduction="sum", log_target=True) / logits.numel()
+def teacher_kl(logits, teacher_logits, norm="numel"):
+    """``KL(p_teacher || p)`` over the rows of the logits, summed and divided by the number of logits (``numel``: the
+    official PromptSRC reduction; also DPL+KD's distillation term) or by the number of rows (``batchmean``: C times
+    stronger)."""
+    if norm not in ("numel", "batchmean"):
+        raise ValueError(f'KL normalisation must be "numel" or "batchmean", got {norm!r}')
+    total = F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
+                     reduction="sum", log_target=True)
+    return total / (logits.numel() if norm == "numel" else logits.shape[0])
+
+
+def check_choices(cfg, node, choices):
+    """Each key of ``choices`` ({key: allowed values}) of ``cfg.TRAINER.<node>`` holds one of its allowed values."""
+    c = cfg.TRAINER[node]
+    for key, allowed in choices.items():
+        if c[key] not in allowed:
+            raise ValueError(f'TRAINER.{node}.{key} must be one of {list(allowed)}, got "{c[key]}"')
 
 
 def check_input_size(cfg, clip_model):

@@ -43,7 +43,7 @@ from vlpeft.engine import build_transform, register_trainer
 from vlpeft.engine.checkpoint import load_checkpoint, saved_epochs
 from vlpeft.engine.image_pool import ImagePool, SeededTrainTransform
 
-from .base import CLASS_DEPENDENT_BUFFERS, PlugInTrainer, VersionedCache
+from .base import CLASS_DEPENDENT_BUFFERS, PlugInTrainer, VersionedCache, check_choices
 from .coop import CoOp
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
@@ -313,10 +313,8 @@ class DPC(PlugInTrainer):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
+        check_choices(cfg, "DPC", CHOICES)
         c = cfg.TRAINER.DPC
-        for key, allowed in CHOICES.items():
-            if c[key] not in allowed:
-                raise ValueError(f'TRAINER.DPC.{key} must be one of {list(allowed)}, got "{c[key]}"')
         if not 0 < c.OMEGA_BASE <= 1:
             raise ValueError(f"TRAINER.DPC.OMEGA_BASE must be in (0, 1], got {c.OMEGA_BASE}")
         if not 0 <= c.OMEGA_NEW <= 1:

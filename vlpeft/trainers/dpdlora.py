@@ -40,7 +40,7 @@ from vlpeft.engine import build_lr_scheduler, build_optimizer, register_trainer
 from vlpeft.engine.checkpoint import load_checkpoint, save_checkpoint, saved_epochs
 from vlpeft.engine.utils import capture_rng_state, restore_rng_state
 
-from .base import PromptCLIP, compute_accuracy, teacher_kl
+from .base import PromptCLIP, check_choices, compute_accuracy, teacher_kl
 from .maple import MaPLe, MultiModalPromptLearner
 from .ivlp import PromptedCLIP
 from .promptsrc import ZeroShotTeacher
@@ -208,27 +208,20 @@ class HierarchicalPrompts(MultiModalPromptLearner):
         return super().text_prompt(layer)
 
     def text_prompt(self, layer):
-        """``alpha P_l + (1 - alpha) P_{l-1}`` for l >= 1 (Eq. 5)."""
-        own = self.own_text_prompt(layer)
-        if self.alpha is None or layer == 0:
-            return own
-        return self.alpha * own + (1 - self.alpha) * self.own_text_prompt(layer - 1)
+        """``alpha P_l + (1 - alpha) P_{l-1}`` for l >= 1 (Eq. 5): row ``layer`` of :meth:`all_text_prompts`."""
+        return self.all_text_prompts()[layer]
 
     def vision_prompts(self, layer):
         """``alpha F_l(P_l) + (1 - alpha) F_{l-1}(P_{l-1})`` for l >= 1 (``vision_mix="prompt"``: ``F_l`` of the
-        mixed text prompt)."""
-        if self.alpha is None or layer == 0 or self.vision_mix == "prompt":
-            return self.coupling(layer)(self.text_prompt(layer))
-        own = self.coupling(layer)(self.own_text_prompt(layer))
-        previous = self.coupling(layer - 1)(self.own_text_prompt(layer - 1))
-        return self.alpha * own + (1 - self.alpha) * previous
+        mixed text prompt): row ``layer`` of :meth:`all_vision_prompts`."""
+        return self.all_vision_prompts()[layer]
 
     def all_text_prompts(self):
-        """``[depth, N_CTX, D_t]``: :meth:`text_prompt` of every prompted block, in a few batched operations."""
+        """``[depth, N_CTX, D_t]``: the text prompt of every prompted block, in a few batched operations."""
         return interact(torch.stack([self.own_text_prompt(l) for l in range(self.depth)]), self.alpha)
 
     def all_vision_prompts(self):
-        """``[depth, N_CTX, D_v]``: :meth:`vision_prompts` of every prompted block (the couplings as one batched
+        """``[depth, N_CTX, D_v]``: the generated vision prompt of every prompted block (the couplings as one batched
         product)."""
         mix_first = self.alpha is not None and self.vision_mix == "prompt"
         text = self.all_text_prompts() if mix_first else torch.stack(
@@ -324,15 +317,6 @@ class TemplateLoRSSLearner(nn.Module):
         return self.classes.assemble(prefix.new_zeros(prefix.shape[0], 0, prefix.shape[2]))
 
 
-def kl_to_teacher(logits, teacher_logits, norm="numel"):
-    """``KL(p_teacher || p)``: summed over the logits and divided by their number (``numel``, PromptSRC's reduction)
-    or by the batch size (``batchmean``: C times stronger)."""
-    if norm == "numel":
-        return teacher_kl(logits, teacher_logits)
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1),
-                    reduction="batchmean", log_target=True)
-
-
 @register_trainer
 class DPDLoRA(MaPLe):
     """DPD-LoRA (Algorithm 1): the student is learner ``prompt_learner`` (prompts + LoRSS + gates); the stage-1
@@ -343,10 +327,8 @@ class DPDLoRA(MaPLe):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
+        check_choices(cfg, "DPDLORA", CHOICES)
         c = cfg.TRAINER.DPDLORA
-        for key, allowed in CHOICES.items():
-            if c[key] not in allowed:
-                raise ValueError(f'TRAINER.DPDLORA.{key} must be one of {list(allowed)}, got "{c[key]}"')
         if not 0.0 <= c.ALPHA <= 1.0:
             raise ValueError(f"TRAINER.DPDLORA.ALPHA must be in [0, 1], got {c.ALPHA}")
         if c.KL_WEIGHT > 0 and not c.TEACHER_DIR and c.EARLY_STOP < 1:
@@ -558,7 +540,7 @@ class DPDLoRA(MaPLe):
         if teacher is not None and c.KL_WEIGHT:
             with torch.no_grad():
                 teacher_logits = teacher(image)
-            loss_kl = kl_to_teacher(logits, teacher_logits, c.KL_NORM)
+            loss_kl = teacher_kl(logits, teacher_logits, c.KL_NORM)
             loss = loss + c.KL_WEIGHT * loss_kl
             summary["loss_kl"] = loss_kl.item()
         if orth_weight:

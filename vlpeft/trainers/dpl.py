@@ -23,7 +23,7 @@ from vlpeft.config import trainer_config
 from vlpeft.engine import build_data_loader, build_transform, register_trainer
 from vlpeft.engine.utils import atomic_write_text
 
-from .base import ClipTrainer, PromptCLIP, VersionedCache, compute_accuracy, teacher_kl
+from .base import ClipTrainer, PromptCLIP, VersionedCache, check_choices, compute_accuracy, teacher_kl
 from .templates import IMAGENET_TEMPLATES, dataset_template
 from .text_prompts import clean_classnames
 
@@ -247,10 +247,7 @@ class DPLBase(ClipTrainer):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
-        c = cfg.TRAINER.DPL
-        for key, allowed in (("SEARCH_TEXT", TEXT_INPUTS), ("CTX_INIT", TEXT_INPUTS), ("VAL_SAMPLER", VAL_SAMPLERS)):
-            if c[key] not in allowed:
-                raise ValueError(f'TRAINER.DPL.{key} must be one of {list(allowed)}, got "{c[key]}"')
+        check_choices(cfg, "DPL", {"SEARCH_TEXT": TEXT_INPUTS, "CTX_INIT": TEXT_INPUTS, "VAL_SAMPLER": VAL_SAMPLERS})
 
     def build_text_learner(self, clip_model, text_input, prompts):
         templates = text_templates(text_input, self.cfg.DATASET.NAME)
