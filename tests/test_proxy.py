@@ -26,6 +26,12 @@ def test_kendall_tau_counts_pairs_and_handles_ties():
         proxy.kendall_tau([1], [1])
 
 
+def test_discordant_pairs_name_the_orderings_against_the_papers():
+    rows = [{"trainer": "A", "H": 80.0, "published_H": 70.0}, {"trainer": "B", "H": 75.0, "published_H": 79.0},
+            {"trainer": "C", "H": 60.0, "published_H": 72.0}]
+    assert proxy.discordant_pairs(rows) == [("A", "B", 5.0, 9.0), ("A", "C", 20.0, 2.0)]  # B > C agrees
+
+
 def test_t_interval():
     mean, half = proxy.t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
@@ -60,6 +66,7 @@ def test_report_ranks_methods_against_the_published_h(tmp_path):
     tau = result["tau"]
     assert (tau["tau"], tau["concordant"], tau["discordant"], tau["methods"]) == (1.0, 3, 0, 3)
     assert tau["bootstrap_95"] == [1.0, 1.0] and result["incomplete"] == ["KgCoOp"]
+    assert tau["discordant_pairs"] == []
     text = proxy.render(result)
     assert "Kendall tau" in text and "KgCoOp" in text
     assert proxy.main([root, "--bootstrap", "50", "--json", str(tmp_path / "proxy.json")]) == 0

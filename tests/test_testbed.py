@@ -68,6 +68,20 @@ def test_unseen_backgrounds_render_in_their_colour():
         assert np.abs(corner - np.array(rgb)).max() < 12, (name, corner)
 
 
+def test_shades_and_the_colour_cast_render_as_named():
+    from vlpeft.testbed.world import COLOURS, SHADE_COLOURS, cast_light, colour_rgb
+
+    assert SHADE_COLOURS["dark red"] == (108, 20, 20) and SHADE_COLOURS["light blue"] == (148, 168, 238)
+    assert colour_rgb("red") == COLOURS["red"] and not set(SHADE_COLOURS) & set(COLOURS)
+    for name in ("dark green", "green", "light green"):
+        img = np.asarray(render(Scene("square", name, size="large", background="white"), 64, seed=0), np.float32)
+        centre = img[28:36, 28:36].reshape(-1, 3).mean(0)  # the top-lit shading varies by at most 30%
+        assert np.abs(centre / np.array(colour_rgb(name)) - 1).max() < 0.3 or np.abs(centre - colour_rgb(name)).max() < 25
+    plain = render(Scene("circle", "white", background="grey"), 64, seed=1)
+    cast = np.asarray(cast_light(plain), np.float32)
+    np.testing.assert_allclose(cast, np.asarray(plain, np.float32) * [1.0, 0.7, 0.35], atol=0.5)  # rounded
+
+
 @pytest.fixture(scope="module")
 def small_testbed(tmp_path_factory):
     """The three datasets with few images per class (generation is deterministic, so the layout is the real one)."""
@@ -87,9 +101,11 @@ def test_generated_datasets_are_in_coop_format(small_testbed):
     from vlpeft.config import get_cfg
     from vlpeft.engine import build_dataset
 
-    n_classes = {"TestbedSketchShapes": 12, "TestbedHeldoutPairs": 16, "TestbedFinePatterns": 12, "TestbedScenes": 12}
+    n_classes = {"TestbedSketchShapes": 12, "TestbedHeldoutPairs": 16, "TestbedFinePatterns": 12, "TestbedScenes": 12,
+                 "TestbedShades": 12, "TestbedColourCast": 12}
+    assert set(n_classes) == set(tb.SPECS)
     for name, n in n_classes.items():
-        folder = osp.join(small_testbed, tb.SPECS[name][0])
+        folder = osp.join(small_testbed, tb.SPECS[name].folder)
         split = json.load(open(osp.join(folder, f"split_zhou_{name}.json")))
         assert [len(split[k]) for k in ("train", "val", "test")] == [16 * n, 4 * n, 6 * n]
         assert all(osp.isfile(osp.join(folder, "images", rel)) for rel, _, _ in split["test"])
@@ -106,6 +122,11 @@ def test_generated_datasets_are_in_coop_format(small_testbed):
                 backgrounds = [c[len("shape on a "):-len(" background")] for c in ds.classnames]
                 assert [f"shape on a {b} background" for b in backgrounds] == ds.classnames
                 assert len(set(backgrounds) & set(BACKGROUNDS)) == len(set(backgrounds) & set(SCENE_BACKGROUNDS)) == 3
+            if name == "TestbedShades":  # each half: two hues, each dark / plain / light
+                hues = ["red", "blue"] if sub == "base" else ["green", "purple"]
+                assert ds.classnames == [f"{s}{h} shape" for h in hues for s in ("dark ", "", "light ")]
+            if name == "TestbedColourCast":
+                assert ds.classnames == [f"{c} shape" for c in (tb.CAST_ORDER[:6] if sub == "base" else tb.CAST_ORDER[6:])]
 
 
 def test_truncated_text_forward_is_exact():
@@ -149,9 +170,11 @@ def test_shipped_checkpoint_loads_and_transfers_zero_shot(small_testbed):
     assert model.visual.conv1.weight.shape == (128, 3, 16, 16)
     results = tb.zeroshot_report(model, root=small_testbed)
     # new halves of 6-8 classes, 6 test images each here: the pretrained model transfers (docs/TESTBED.md: >= 3x
-    # chance on the full test sets; this small sample asserts 2x)
+    # chance on the full test sets; this small sample asserts 2x). Not on the two datasets built to defeat zero-shot
+    # naming (unknown shade words, a colour cast): there the probe criterion is tested instead.
     for name, res in results.items():
-        assert res["new"] >= 2 * res["new_chance"], (name, res)
+        if name not in ("TestbedShades", "TestbedColourCast"):
+            assert res["new"] >= 2 * res["new_chance"], (name, res)
 
 
 @needs_checkpoint
@@ -239,3 +262,56 @@ def test_probe_matches_train_py_zero_shot(small_testbed, tmp_path):
                            ["DATASET.NAME", "TestbedScenes", "DATASET.NUM_SHOTS", 16,
                             "DATASET.SUBSAMPLE_CLASSES", "base"], str(tmp_path / "zs"))
     assert record["accuracy"] == pytest.approx(row["zero_shot"], abs=1e-3)
+
+
+@needs_checkpoint
+def test_proxy_datasets_meet_the_probe_criterion(tmp_path_factory):
+    """The proxy benchmark's datasets, generated at full size: the linear probe on the frozen 16-shot base features
+    beats zero-shot by at least 15 points (seed 1; docs/TESTBED.md gives seeds 1-5)."""
+    from vlpeft.testbed.probe import probe_one
+
+    root = str(tmp_path_factory.mktemp("proxy_testbed"))
+    assert set(tb.PROXY_DATASETS) <= set(tb.SPECS) and len(set(tb.PROXY_DATASETS.values())) >= 3
+    for name in tb.PROXY_DATASETS:
+        row = probe_one(name, 1, root)
+        assert row["n_test"] == 6 * 50 and row["probe"] - row["zero_shot"] >= 15, row
+
+
+@needs_checkpoint
+def test_bench_proxy_runs_ranks_and_reuses(small_testbed, tmp_path):
+    from vlpeft.testbed.bench import main, proxy_trainers
+
+    names = proxy_trainers()
+    assert {"ZeroshotCLIP", "CoOp", "DPC", "DPC_maple", "DPC_promptsrc", "DPDLoRA", "DPL"} <= set(names)
+    assert not {"ZeroshotCLIP2", "DPDLoRA_lorss", "DPL_cycle"} & set(names)  # no published row of their own
+    argv = ["--proxy", "--trainers", "ZeroshotCLIP", "CoOp", "--datasets", "TestbedShades", "TestbedScenes",
+            "--seeds", "1", "2", "--workers", "1", "--root", small_testbed, "--output", str(tmp_path),
+            "OPTIM.MAX_EPOCH", "2"]
+    result = main(argv)
+    rows = {r["trainer"]: r for r in result["rows"]}
+    assert set(rows) == {"ZeroshotCLIP", "CoOp"} and len(result["runs"]) == 8
+    zs = [r for r in result["runs"] if r["trainer"] == "ZeroshotCLIP"]
+    assert len({(r["dataset"], r["base"]) for r in zs}) == 2  # zero-shot: the same on both seeds of a dataset
+    assert rows["ZeroshotCLIP"]["base_ci"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["CoOp"]["published_H"] == 71.66 and result["tau"]["methods"] == 2
+    assert set(result["per_dataset_H"]["CoOp"]) == {"TestbedShades", "TestbedScenes"}
+    h = result["per_dataset_H"]
+    for dataset, tau in result["per_dataset_tau"].items():  # 2 methods, published ZeroshotCLIP 71.70 > CoOp 71.66
+        gap = h["ZeroshotCLIP"][dataset] - h["CoOp"][dataset]
+        assert (tau == (1.0 if gap > 0 else -1.0)) if gap else tau != tau  # equal H: a tie, tau undefined
+    assert result["cpu_s"] > 0 and osp.isfile(osp.join(str(tmp_path), "proxy.md"))
+    again = main(argv)  # finished runs are reused, never re-run; the report is the same
+    assert all(r["reused"] for r in again["runs"]) and again["rows"] == result["rows"]
+
+
+def test_bench_reports_a_failed_unit_and_fails(tmp_path, capsys):
+    from vlpeft.testbed.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--proxy", "--trainers", "NoSuchTrainer", "--datasets", "TestbedScenes", "--seeds", "1", "--workers",
+              "1", "--root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--bootstrap", "10"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "FAILED TestbedScenes seed1: FileNotFoundError: NoSuchTrainer has no testbed config" in out
+    record = json.load(open(tmp_path / "out" / "proxy.json"))
+    assert record["failed"][0][:2] == ["TestbedScenes", 1] and record["rows"] == []

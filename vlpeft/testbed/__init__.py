@@ -1,6 +1,8 @@
 """The CPU testbed: a generated image-text world (:mod:`.world`), a tiny CLIP pretrained on it by vlpeft
 (:mod:`.pretrain`, shipped as ``vlpeft-testbed.pt``; ``MODEL.BACKBONE.NAME vlpeft-testbed``), downstream datasets in
-CoOp's on-disk format (:mod:`.datasets`) and the accuracy tables over every trainer (:mod:`.accuracy`)."""
+CoOp's on-disk format (:mod:`.datasets`), the accuracy tables over every trainer (:mod:`.accuracy`), the probe of
+room to learn (:mod:`.probe`) and the proxy benchmark ranked against the published numbers (:mod:`.bench`,
+:mod:`.proxy`)."""
 import os.path as osp
 
 MODEL_NAME = "vlpeft-testbed"

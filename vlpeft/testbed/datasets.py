@@ -10,10 +10,20 @@ generated deterministically on first use and registered like the real benchmarks
   background"), six of them never seen in pretraining and named by colour words it knows only as object colours:
   the class is the setting, not the object (a scene-recognition analogue, like SUN397 or EuroSAT); zero-shot
   naming is weak (58% on the base half) while the frozen image features separate the classes (a linear probe on
-  the 16-shot base set: 90-96%), so a prompt learner has something to learn.
+  the 16-shot base set: 90-96%), so a prompt learner has something to learn;
+* ``TestbedShades`` - 12 classes = three shades of four object colours ("dark red shape", "red shape", "light red
+  shape"; base: red, blue; new: green, purple), on objects of any shape: fine-grained attributes (subcategories of a
+  category the model knows, as aircraft variants or flower species). The dark and light shades are not among
+  pretraining's colours and its captions never use the words, so zero-shot gets the hue and guesses the shade;
+* ``TestbedColourCast`` - 12 classes = the object colour ("red shape"), every image seen under a warm coloured light
+  pretraining never showed (each channel scaled by :data:`~vlpeft.testbed.world.CAST_LIGHT`): domain shift, where
+  the names are known but their appearance has moved.
 
-Each class has 32 train, 8 val and 50 test images (64x64), so 16-shot base-to-new runs have 6 / 8 / 6 / 6 new
-classes.
+The last three are the proxy benchmark's datasets (:data:`PROXY_DATASETS`): on each, a linear probe on the frozen
+16-shot base features beats zero-shot by at least 15 points (``python -m vlpeft.testbed.probe``).
+
+Each class has 32 train, 8 val and 50 test images (64x64), so 16-shot base-to-new runs have 6 / 8 / 6 / 6 / 6 / 6
+new classes.
 ``DATASET.ROOT`` empty -> generated under ``<vlpeft cache>/testbed`` (``$VLPEFT_CACHE_DIR``, default
 ``~/.cache/vlpeft``; see :func:`vlpeft.datasets.base.vlpeft_cache_dir`).
 """
@@ -23,11 +33,13 @@ import os.path as osp
 import random
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
 
 from vlpeft.datasets.base import CoOpDataset, read_split, vlpeft_cache_dir
 from vlpeft.engine import register_dataset
-from vlpeft.testbed.world import HELD_OUT_PAIRS, PRETRAIN_STYLES, SHAPES, random_scene, render
+from vlpeft.testbed.world import (COLOURS, HELD_OUT_PAIRS, PRETRAIN_STYLES, SHADE_HUES, SHAPES, cast_light,
+                                  random_scene, render)
 
 PER_CLASS = {"train": 32, "val": 8, "test": 50}
 IMAGE_SIZE = 64
@@ -80,12 +92,50 @@ def _scene_classes():
     return [(f"shape on a {b} background", lambda rng, b=b: sample(rng, b)) for b in SCENE_ORDER]
 
 
+def _shade_classes():
+    def sample(rng, colour, hue):
+        return replace(random_scene(rng, exclude_pairs=(), colours=[hue]), colour=colour)
+
+    classes = []
+    for hue in SHADE_HUES:
+        for colour in (f"dark {hue}", hue, f"light {hue}"):
+            classes.append((f"{colour} shape", lambda rng, c=colour, h=hue: sample(rng, c, h)))
+    return classes
+
+
+def _cast_classes():
+    return [(f"{colour} shape", lambda rng, c=colour: random_scene(rng, exclude_pairs=(), colours=[c]))
+            for colour in CAST_ORDER]
+
+
+# class order of TestbedColourCast: each half mixes colours the warm light keeps apart and colours it merges
+CAST_ORDER = ["red", "blue", "white", "green", "purple", "grey", "orange", "cyan", "yellow", "black", "pink", "brown"]
+assert sorted(CAST_ORDER) == sorted(COLOURS)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a testbed dataset is generated: its folder, its classes (name, scene sampler), the generator seed, and
+    an optional function applied to every rendered image (the dataset's domain)."""
+    folder: str
+    classes: Callable
+    seed: int
+    post: Optional[Callable] = None
+
+
 SPECS = {
-    "TestbedSketchShapes": ("testbed_sketch_shapes", _sketch_classes, 101),
-    "TestbedHeldoutPairs": ("testbed_heldout_pairs", _pair_classes, 202),
-    "TestbedFinePatterns": ("testbed_fine_patterns", _fine_classes, 303),
-    "TestbedScenes": ("testbed_scenes", _scene_classes, 404),
+    "TestbedSketchShapes": Spec("testbed_sketch_shapes", _sketch_classes, 101),
+    "TestbedHeldoutPairs": Spec("testbed_heldout_pairs", _pair_classes, 202),
+    "TestbedFinePatterns": Spec("testbed_fine_patterns", _fine_classes, 303),
+    "TestbedScenes": Spec("testbed_scenes", _scene_classes, 404),
+    "TestbedShades": Spec("testbed_shades", _shade_classes, 505),
+    "TestbedColourCast": Spec("testbed_colour_cast", _cast_classes, 606, post=cast_light),
 }
+
+#: the proxy benchmark's datasets (``python -m vlpeft.testbed.bench --proxy``), one per kind of the real suite, each
+#: with room to learn: a linear probe on the frozen 16-shot base features at least 15 points above zero-shot
+PROXY_DATASETS = {"TestbedScenes": "scene / setting", "TestbedShades": "fine-grained attribute",
+                  "TestbedColourCast": "domain shift"}
 
 
 def default_root():
@@ -94,7 +144,8 @@ def default_root():
 
 def generate(name, root):
     """Write dataset ``name`` under ``root`` (atomically: a temporary folder renamed into place); return its folder."""
-    folder, make_classes, seed = SPECS[name]
+    spec = SPECS[name]
+    folder, seed = spec.folder, spec.seed
     target = osp.join(root, folder)
     marker = osp.join(target, "generator.json")
     if osp.isfile(marker) and json.load(open(marker)).get("version") == GENERATOR_VERSION:
@@ -103,15 +154,15 @@ def generate(name, root):
     tmp = tempfile.mkdtemp(prefix=f".{folder}.", dir=root)
     try:
         split = {"train": [], "val": [], "test": []}
-        for label, (classname, sample) in enumerate(make_classes()):
+        for label, (classname, sample) in enumerate(spec.classes()):
             cdir = classname.replace(" ", "_")
             os.makedirs(osp.join(tmp, "images", cdir))
             rng = random.Random(seed * 1000 + label)
             for part, count in PER_CLASS.items():
                 for i in range(count):
                     rel = f"{cdir}/{part}_{i:03d}.jpg"
-                    render(sample(rng), IMAGE_SIZE, seed=rng.randrange(2**31)).save(
-                        osp.join(tmp, "images", rel), quality=95)
+                    image = render(sample(rng), IMAGE_SIZE, seed=rng.randrange(2**31))
+                    (spec.post(image) if spec.post else image).save(osp.join(tmp, "images", rel), quality=95)
                     split[part].append([rel, label, classname])
         with open(osp.join(tmp, f"split_zhou_{name}.json"), "w") as f:
             json.dump(split, f, indent=4, separators=(",", ": "))
@@ -143,24 +194,15 @@ class TestbedDataset(CoOpDataset):
         self.finish(train, val, test)
 
 
-@register_dataset
-class TestbedSketchShapes(TestbedDataset):
-    dataset_dir = SPECS["TestbedSketchShapes"][0]
+def _register_all():
+    """One registered class per :data:`SPECS` entry (``TestbedScenes`` etc.), defined in this module."""
+    for name, spec in SPECS.items():
+        globals()[name] = register_dataset(type(name, (TestbedDataset,), {
+            "dataset_dir": spec.folder, "__module__": __name__,
+            "__doc__": f"The generated testbed dataset {name} (see the module docstring)."}))
 
 
-@register_dataset
-class TestbedHeldoutPairs(TestbedDataset):
-    dataset_dir = SPECS["TestbedHeldoutPairs"][0]
-
-
-@register_dataset
-class TestbedFinePatterns(TestbedDataset):
-    dataset_dir = SPECS["TestbedFinePatterns"][0]
-
-
-@register_dataset
-class TestbedScenes(TestbedDataset):
-    dataset_dir = SPECS["TestbedScenes"][0]
+_register_all()
 
 
 def zeroshot_report(model, root=None, split="test"):
@@ -176,10 +218,10 @@ def zeroshot_report(model, root=None, split="test"):
     model.eval()
     root = root or default_root()
     out = {}
-    for name, (_, make_classes, _) in SPECS.items():
+    for name, spec in SPECS.items():
         folder = generate(name, root)
         items = json.load(open(osp.join(folder, f"split_zhou_{name}.json")))[split]
-        classes = [c for c, _ in make_classes()]
+        classes = [c for c, _ in spec.classes()]
         with torch.no_grad():
             template = dataset_template(name)
             txt = model.encode_text(tokenize([template.format(c) for c in classes]), normalize=True)

@@ -44,6 +44,19 @@ def kendall_tau(x, y):
     return tau, concordant, discordant
 
 
+def discordant_pairs(rows):
+    """Pairs of ``rows`` (dicts with "trainer", "H", "published_H") that the testbed orders against the papers:
+    ``(higher on the testbed, higher in the papers, testbed H gap, published H gap)``, largest published gap first."""
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            dt, dp = a["H"] - b["H"], a["published_H"] - b["published_H"]
+            if dt * dp < 0:
+                top, bottom = (a, b) if dt > 0 else (b, a)
+                pairs.append((top["trainer"], bottom["trainer"], abs(dt), abs(dp)))
+    return sorted(pairs, key=lambda p: -p[3])
+
+
 def published_method(trainer):
     """The published method of a testbed trainer: its own; for a variant ``<Trainer>_<v>`` only DPC's backbone
     variants (``DPC_maple``: MaPLe+DPC); other variants (ablation rows, recipe options) have none."""
@@ -132,7 +145,8 @@ def proxy_report(runs, n_boot=2000, seed=0):
         low, high = (taus[int(0.025 * len(taus))], taus[min(len(taus) - 1, int(0.975 * len(taus)))]) if taus \
             else (float("nan"), float("nan"))
         result["tau"] = {"tau": tau, "concordant": conc, "discordant": disc, "methods": len(ranked),
-                         "bootstrap_95": [low, high], "bootstrap_draws": n_boot, "seeds": common}
+                         "bootstrap_95": [low, high], "bootstrap_draws": n_boot, "seeds": common,
+                         "discordant_pairs": discordant_pairs(ranked)}
     return result
 
 
@@ -151,6 +165,10 @@ def render(result):
                      f"({t['concordant']} concordant, {t['discordant']} discordant pairs); bootstrap over seeds "
                      f"{t['seeds']}, {t['bootstrap_draws']} draws: 95% [{t['bootstrap_95'][0]:.3f}, "
                      f"{t['bootstrap_95'][1]:.3f}]")
+        if t["discordant_pairs"]:
+            lines.append("Ordered against the papers (testbed-higher < published-higher: testbed H gap / published H "
+                         "gap): " + "; ".join(f"{a} > {b} ({gt:.2f} / {gp:.2f})"
+                                              for a, b, gt, gp in t["discordant_pairs"]))
     else:
         lines.append("Kendall tau: fewer than 2 methods with a published H")
     if result["incomplete"]:

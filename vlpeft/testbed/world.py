@@ -10,7 +10,9 @@ Split of the world used by the testbed (see :mod:`vlpeft.testbed.datasets`):
 * pretraining sees styles ``photo`` and ``painting`` only, and never the colour-shape pairs in
   :data:`HELD_OUT_PAIRS` (neither as images nor in captions);
 * downstream datasets then shift the distribution: a new style (``sketch``), held-out colour-shape pairs, a
-  fine-grained pattern x similar-shape task, and backgrounds pretraining never shows (:data:`SCENE_BACKGROUNDS`).
+  fine-grained pattern x similar-shape task, backgrounds pretraining never shows (:data:`SCENE_BACKGROUNDS`), dark
+  and light shades of four colours (:data:`SHADE_COLOURS`) and a coloured light over the whole image
+  (:func:`cast_light`).
 """
 import math
 import random
@@ -35,6 +37,26 @@ BACKGROUNDS = {"grey": (150, 150, 150), "white": (235, 235, 235), "black": (30, 
 #: backgrounds pretraining never shows, named by colour words it knows only as object colours (TestbedScenes)
 SCENE_BACKGROUNDS = {"red": (200, 70, 70), "yellow": (230, 215, 110), "purple": (150, 100, 190),
                      "orange": (235, 160, 90), "pink": (235, 170, 200), "cyan": (110, 205, 210)}
+#: shades of four object colours that pretraining never shows nor names (TestbedShades): "dark" and "light" are words
+#: its captions never use
+SHADE_HUES = ["red", "blue", "green", "purple"]
+SHADE_FACTORS = {"dark": 0.5, "light": 0.5}  # dark: the colour times 0.5; light: halfway to white
+
+
+def _shade(rgb, shade):
+    if shade == "dark":
+        return tuple(round(c * SHADE_FACTORS["dark"]) for c in rgb)
+    return tuple(round(c + (255 - c) * SHADE_FACTORS["light"]) for c in rgb)
+
+
+SHADE_COLOURS = {f"{shade} {hue}": _shade(COLOURS[hue], shade) for hue in SHADE_HUES for shade in SHADE_FACTORS}
+
+
+def colour_rgb(name):
+    """RGB of an object colour: one of :data:`COLOURS` or of the testbed-only :data:`SHADE_COLOURS`."""
+    return COLOURS[name] if name in COLOURS else SHADE_COLOURS[name]
+
+
 STYLES = ["photo", "painting", "sketch"]
 PRETRAIN_STYLES = ["photo", "painting"]
 STYLE_WORDS = {"photo": "a photo of", "painting": "a painting of", "sketch": "a sketch of"}
@@ -230,7 +252,7 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Image.Image:
     if scene.rotation:
         mask = mask.rotate(scene.rotation, resample=Image.BILINEAR, center=(cx, cy))
     m = np.asarray(mask, np.float32)[..., None] / 255
-    colour = COLOURS[scene.colour]
+    colour = colour_rgb(scene.colour)
     if scene.style == "sketch":
         edges = np.asarray(mask.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(5)), np.float32)
         e = np.clip(edges / 255 * 1.5, 0, 1)[..., None]
@@ -254,3 +276,13 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Image.Image:
         arr = arr + np.random.default_rng(rng.randrange(2**32)).normal(0, scene.noise, arr.shape)
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return img
+
+
+#: the light of TestbedColourCast: a warm (sodium-lamp-like) illuminant that scales each channel of the whole image
+CAST_LIGHT = (1.0, 0.7, 0.35)
+
+
+def cast_light(image: Image.Image, light=CAST_LIGHT) -> Image.Image:
+    """``image`` seen under a coloured light: each RGB channel multiplied by its factor in ``light`` (von Kries)."""
+    arr = np.asarray(image, np.float32) * np.asarray(light, np.float32)
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))

@@ -1,0 +1,198 @@
+"""The testbed as a proxy benchmark: every trainer, base-to-new on the proxy datasets, 5 seeds, ranked against the
+published base-to-new H.
+
+    python -m vlpeft.testbed.bench --proxy                          # output/testbed_proxy, 2 worker processes
+    python -m vlpeft.testbed.bench --proxy --trainers CoOp MaPLe --seeds 1 2 --workers 1
+
+The proxy datasets (:data:`vlpeft.testbed.datasets.PROXY_DATASETS`) are the testbed datasets of three kinds (scene,
+fine-grained attribute, domain shift) on which a linear probe on the frozen 16-shot base features beats zero-shot by at
+least 15 points (``python -m vlpeft.testbed.probe``), so prompt learners have room to learn. The trainers
+(:func:`proxy_trainers`) are every trainer with a testbed config, with the variants that are published methods
+(DPC on each backbone) and without those that are not (ablation rows, recipe options); a second-stage trainer (DPC,
+DPL) runs its first stage on the same dataset and seed first.
+
+Each run is ``python -m vlpeft.testbed.accuracy``'s base-to-new run (a real ``train.py`` run per half, the testbed
+config, last checkpoint): ``<output>/b2n/<dataset>/<trainer>/seed<S>``; a finished run is reused, never re-run.
+The work is split into (dataset, seed) units over ``--workers`` processes (each with ``cores / workers`` torch
+threads). The report (:mod:`vlpeft.testbed.proxy`) gives per method the mean base / new / H with 95% t intervals
+over seeds, its rank, the per-dataset H, and Kendall's tau against the published H (``vlpeft.published``, the table
+``vlpeft.results --compare published`` uses) with a bootstrap interval over seeds; then the wall time and the CPU
+time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here selects a
+hyperparameter: every trainer runs its testbed config as shipped.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import time
+
+from vlpeft.engine.utils import atomic_write_text
+from vlpeft.testbed.datasets import PROXY_DATASETS, SPECS
+
+PROXY_SEEDS = (1, 2, 3, 4, 5)
+
+
+def proxy_trainers():
+    """Every testbed trainer and the variants with a published method (see the module docstring)."""
+    from vlpeft.testbed.accuracy import ZERO_SHOT, testbed_trainers
+    from vlpeft.testbed.proxy import published_method
+
+    names = []
+    for trainer in testbed_trainers():
+        name, _, variant = trainer.partition("_")
+        if trainer in ZERO_SHOT[1:] or (variant and published_method(trainer) is None):
+            continue  # the template ensemble has no published row of its own; variants without a published method
+        names.append(trainer)
+    return names
+
+
+def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, quiet=True):
+    """Base-to-new of every trainer on one (dataset, seed); returns the per-run records and the unit's CPU seconds."""
+    import contextlib
+    import io
+
+    import torch
+
+    from vlpeft.testbed.accuracy import base_to_new
+
+    if threads:
+        torch.set_num_threads(threads)
+    cpu0, records = time.process_time(), []
+    for trainer in trainers:
+        t0 = time.time()
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():  # progress bars
+            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=list(opts))
+        records.append({"trainer": trainer, "dataset": dataset, "seed": seed, "base": r["base"], "new": r["new"],
+                        "elapsed_s": r["elapsed_s"], "reused": r["reused"], "wall_s": time.time() - t0})
+    return {"dataset": dataset, "seed": seed, "records": records, "cpu_s": time.process_time() - cpu0}
+
+
+def _print_unit(unit):
+    for r in unit["records"]:
+        done = "earlier run" if r["reused"] else f"{r['wall_s']:.0f}s"
+        print(f"b2n {r['dataset']} seed{r['seed']} {r['trainer']}: base {r['base']:.1f} new {r['new']:.1f} ({done})",
+              flush=True)
+
+
+def run_all(units, trainers, output, root="", opts=(), workers=1):
+    """Run the (dataset, seed) units, in ``workers`` processes when more than one; returns the units' results and the
+    failed units ``(dataset, seed, error)``."""
+    results, failed = [], []
+
+    def done(unit, get):
+        try:
+            results.append(get())
+        except Exception as error:  # one failed unit does not stop the others; it is reported and fails the command
+            failed.append((*unit, f"{type(error).__name__}: {error}"))
+            print(f"FAILED {unit[0]} seed{unit[1]}: {failed[-1][2]}", flush=True)
+        else:
+            _print_unit(results[-1])
+
+    if workers <= 1:
+        for unit in units:
+            done(unit, lambda: run_unit(*unit, trainers, output, root, opts))
+        return results, failed
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_unit, d, s, trainers, output, root, tuple(opts), threads): (d, s) for d, s in units}
+        for future in as_completed(futures):
+            done(futures[future], future.result)
+    return results, failed
+
+
+def per_dataset_h(runs, trainers, datasets):
+    """{trainer: {dataset: H of the seed-averaged base and new}} from ``proxy.collect``'s runs."""
+    from vlpeft.results import harmonic
+
+    table = {}
+    for trainer in trainers:
+        per_seed = runs.get(trainer, {})
+        row = {}
+        for dataset in datasets:
+            seeds = [s for s in per_seed if {"base", "new"} <= set(per_seed[s].get(dataset, {}))]
+            if seeds:
+                base = sum(per_seed[s][dataset]["base"] for s in seeds) / len(seeds)
+                new = sum(per_seed[s][dataset]["new"] for s in seeds) / len(seeds)
+                row[dataset] = harmonic(base, new)
+        table[trainer] = row
+    return table
+
+
+def report(output, trainers, datasets, n_boot=2000):
+    """The proxy report of the runs under ``output`` (restricted to ``trainers`` and ``datasets``): (text, dict)."""
+    from tabulate import tabulate
+
+    from vlpeft.testbed import proxy
+
+    runs = {t: v for t, v in proxy.collect(output, datasets).items() if t in trainers}
+    result = proxy.proxy_report(runs, n_boot=n_boot)
+    by_dataset = per_dataset_h(runs, [r["trainer"] for r in result["rows"]], datasets)
+    result["per_dataset_H"] = by_dataset
+    ranked = [r for r in result["rows"] if r["published_H"] is not None]
+    result["per_dataset_tau"] = {}
+    for d in datasets:
+        pairs = [(by_dataset[r["trainer"]][d], r["published_H"]) for r in ranked if d in by_dataset[r["trainer"]]]
+        if len(pairs) >= 2:
+            result["per_dataset_tau"][d] = proxy.kendall_tau(*zip(*pairs))[0]
+    table = [[r["trainer"]] + [f"{by_dataset[r['trainer']].get(d, float('nan')):.2f}" for d in datasets]
+             for r in result["rows"]]
+    taus = result["per_dataset_tau"]
+    table.append(["Kendall tau"] + [f"{taus[d]:.3f}" if d in taus else "-" for d in datasets])
+    text = "\n\n".join([
+        f"## Proxy benchmark: base-to-new, 16 shots, datasets {', '.join(datasets)}",
+        proxy.render(result),
+        "H per dataset (seed-averaged base and new), and each dataset's tau against the published H:\n\n"
+        + tabulate(table, headers=["trainer", *datasets]),
+    ])
+    return text, result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--proxy", action="store_true", required=True,
+                        help="run the proxy benchmark (the only benchmark of this command)")
+    parser.add_argument("--trainers", nargs="+", default=None, help="default: proxy_trainers()")
+    parser.add_argument("--datasets", nargs="+", default=list(PROXY_DATASETS), choices=list(SPECS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(PROXY_SEEDS))
+    parser.add_argument("--workers", type=int, default=2, help="processes running (dataset, seed) units")
+    parser.add_argument("--root", default="", help="dataset root (default: generated in the cache)")
+    parser.add_argument("--output", default="output/testbed_proxy")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over seeds for tau")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run (KEY VALUE ...)")
+    args = parser.parse_args(argv)
+    trainers = args.trainers or proxy_trainers()
+    from vlpeft.testbed.datasets import generate, default_root
+
+    for dataset in args.datasets:  # generate once, before the workers share the folder
+        generate(dataset, osp.abspath(osp.expanduser(args.root or default_root())))
+    start = time.time()
+    units = [(d, s) for d in args.datasets for s in args.seeds]
+    results, failed = run_all(units, trainers, args.output, args.root, args.opts, args.workers)
+    wall = time.time() - start
+    records = [r for u in results for r in u["records"]]
+    cpu = sum(u["cpu_s"] for u in results)
+    reused = sum(r["reused"] for r in records)
+    text, result = report(args.output, trainers, args.datasets, args.bootstrap)
+    text += (f"\n\n{len(records)} base-to-new runs ({reused} earlier ones reused) over {len(units)} (dataset, seed) "
+             f"units, {args.workers} worker(s): wall {wall:.0f} s, CPU {cpu:.0f} s (process time of the runs, all "
+             f"threads), training + evaluation {sum(r['elapsed_s'] for r in records):.0f} s summed over runs.")
+    if failed:
+        text += "\n\nFailed units (their finished runs are kept; run the command again to resume):\n" + "\n".join(
+            f"- {d} seed{s}: {error}" for d, s, error in failed)
+    print(text)
+    result.update(runs=records, wall_s=wall, cpu_s=cpu, workers=args.workers, seeds=args.seeds,
+                  datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed])
+    os.makedirs(args.output, exist_ok=True)
+    atomic_write_text(osp.join(args.output, "proxy.md"), text + "\n")
+    atomic_write_text(osp.join(args.output, "proxy.json"), json.dumps(result, indent=1) + "\n")
+    if failed:
+        raise SystemExit(1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
