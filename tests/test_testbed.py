@@ -315,3 +315,33 @@ def test_bench_reports_a_failed_unit_and_fails(tmp_path, capsys):
     assert "FAILED TestbedScenes seed1: FileNotFoundError: NoSuchTrainer has no testbed config" in out
     record = json.load(open(tmp_path / "out" / "proxy.json"))
     assert record["failed"][0][:2] == ["TestbedScenes", 1] and record["rows"] == []
+
+
+@needs_checkpoint
+def test_bench_runs_each_trainer_with_its_val_selection(small_testbed, tmp_path):
+    import yaml
+
+    from vlpeft.testbed.bench import main, selected_opts
+
+    def write_selection(folder, means):
+        os.makedirs(folder, exist_ok=True)
+        points = [{"point": {"OPTIM.LR": lr}, "mean": m, "accuracies": [m]} for lr, m in means]
+        with open(osp.join(folder, "selection.json"), "w") as f:
+            json.dump({"points": sorted(points, key=lambda p: -p["mean"])}, f)
+        return osp.join(folder, "selection.json")
+
+    # CoOp's testbed recipe has lr 0.002: on a tie the recipe is kept (no override), else the best point
+    assert selected_opts("CoOp", write_selection(str(tmp_path / "tie"), [("0.0006", 70.0), ("0.002", 70.0)])) == []
+    selections = str(tmp_path / "sel")
+    write_selection(osp.join(selections, "CoOp"), [("0.0006", 60.0), ("0.002", 65.0), ("0.006", 70.0)])
+    argv = ["--proxy", "--trainers", "ZeroshotCLIP", "CoOp", "--datasets", "TestbedScenes", "--seeds", "1",
+            "--workers", "1", "--root", small_testbed, "--output", str(tmp_path / "out"), "--bootstrap", "10",
+            "--selections", selections, "OPTIM.MAX_EPOCH", "1"]
+    result = main(argv)
+    assert result["selections"] == {"CoOp": ["OPTIM.LR", "0.006"]}
+    config = tmp_path / "out" / "b2n" / "TestbedScenes" / "CoOp" / "seed1" / "train_base" / "config.yaml"
+    assert yaml.safe_load(open(config))["OPTIM"]["LR"] == 0.006
+    write_selection(osp.join(selections, "CoOp"), [("0.0006", 75.0), ("0.002", 65.0)])  # another selection:
+    with pytest.raises(SystemExit):  # the finished run is not reused under other settings
+        main(argv)
+    assert "was run with OPTIM.LR 0.006, not 0.0006" in json.load(open(tmp_path / "out" / "proxy.json"))["failed"][0][2]

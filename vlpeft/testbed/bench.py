@@ -18,7 +18,13 @@ threads). The report (:mod:`vlpeft.testbed.proxy`) gives per method the mean bas
 over seeds, its rank, the per-dataset H, and Kendall's tau against the published H (``vlpeft.published``, the table
 ``vlpeft.results --compare published`` uses) with a bootstrap interval over seeds; then the wall time and the CPU
 time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here selects a
-hyperparameter: every trainer runs its testbed config as shipped.
+hyperparameter: every trainer runs its testbed config as shipped, unless ``--selections`` names the sweeps
+(``python -m vlpeft.sweep``, on the val split) whose selected values a trainer should run with instead:
+
+    python -m vlpeft.sweep --trainer CoOp --config-file configs/trainers/CoOp/testbed.yaml --seeds 1 \
+        --datasets TestbedScenes TestbedShades TestbedColourCast --grid OPTIM.LR=0.0006,0.002,0.006 \
+        --output output/testbed_select/CoOp
+    python -m vlpeft.testbed.bench --proxy --selections output/testbed_select --output output/testbed_proxy_selected
 """
 import argparse
 import json
@@ -46,8 +52,71 @@ def proxy_trainers():
     return names
 
 
-def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, quiet=True):
-    """Base-to-new of every trainer on one (dataset, seed); returns the per-run records and the unit's CPU seconds."""
+def _config_value(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def recipe_value(trainer, key):
+    """``key``'s value in ``trainer``'s testbed config as train.py resolves it (defaults included)."""
+    import vlpeft.trainers  # noqa: F401
+    from vlpeft.cli import build_parser, setup_cfg
+    from vlpeft.testbed.accuracy import config_file
+
+    args = build_parser().parse_args(["--trainer", trainer.partition("_")[0], "--config-file", config_file(trainer)])
+    return _config_value(setup_cfg(args), key)
+
+
+def selected_opts(trainer, selection_file):
+    """The config overrides a sweep (``python -m vlpeft.sweep``, its ``selection.json``) selected for ``trainer`` on
+    the val split: its best point; among points with the same mean val accuracy the recipe's own (then no override)."""
+    with open(selection_file) as f:
+        points = json.load(f)["points"]
+    best = max(p["mean"] for p in points)
+    tied = [p["point"] for p in points if abs(p["mean"] - best) < 1e-6]
+    recipe = [p for p in tied if all(abs(float(v) - float(recipe_value(trainer, k))) < 1e-12 for k, v in p.items())]
+    if recipe:
+        return []
+    return [x for kv in tied[0].items() for x in kv]
+
+
+def load_selections(root, trainers):
+    """``{trainer: overrides}`` from ``<root>/<trainer>/selection.json`` for the trainers that have one."""
+    found = {}
+    for trainer in trainers:
+        path = osp.join(root, trainer, "selection.json")
+        if osp.isfile(path):
+            found[trainer] = selected_opts(trainer, path)
+    return found
+
+
+def check_reuse(run_dir, opts):
+    """Refuse to reuse a finished run whose recorded config differs from the overrides ``opts`` (KEY VALUE ...)."""
+    import yaml
+
+    config = osp.join(run_dir, "train_base", "config.yaml")
+    if not opts or not osp.isfile(osp.join(run_dir, "test_new", "results.json")) or not osp.isfile(config):
+        return
+    with open(config) as f:
+        recorded = yaml.safe_load(f)
+    for key, value in zip(opts[::2], opts[1::2]):
+        if str(_config_value(recorded, key)) != str(value) and \
+                not _same_number(_config_value(recorded, key), value):
+            raise RuntimeError(f"{run_dir} was run with {key} {_config_value(recorded, key)}, not {value}: "
+                               "use another --output for these settings")
+
+
+def _same_number(a, b):
+    try:
+        return abs(float(a) - float(b)) < 1e-12
+    except (TypeError, ValueError):
+        return False
+
+
+def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, quiet=True, trainer_opts=None):
+    """Base-to-new of every trainer on one (dataset, seed); returns the per-run records and the unit's CPU seconds.
+    ``trainer_opts``: extra overrides per trainer (a selection)."""
     import contextlib
     import io
 
@@ -60,8 +129,10 @@ def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, qu
     cpu0, records = time.process_time(), []
     for trainer in trainers:
         t0 = time.time()
+        run_opts = [*opts, *(trainer_opts or {}).get(trainer, [])]
+        check_reuse(osp.join(output, "b2n", dataset, trainer, f"seed{seed}"), run_opts)
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():  # progress bars
-            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=list(opts))
+            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=run_opts)
         records.append({"trainer": trainer, "dataset": dataset, "seed": seed, "base": r["base"], "new": r["new"],
                         "elapsed_s": r["elapsed_s"], "reused": r["reused"], "wall_s": time.time() - t0})
     return {"dataset": dataset, "seed": seed, "records": records, "cpu_s": time.process_time() - cpu0}
@@ -74,7 +145,7 @@ def _print_unit(unit):
               flush=True)
 
 
-def run_all(units, trainers, output, root="", opts=(), workers=1):
+def run_all(units, trainers, output, root="", opts=(), workers=1, trainer_opts=None):
     """Run the (dataset, seed) units, in ``workers`` processes when more than one; returns the units' results and the
     failed units ``(dataset, seed, error)``."""
     results, failed = [], []
@@ -90,14 +161,15 @@ def run_all(units, trainers, output, root="", opts=(), workers=1):
 
     if workers <= 1:
         for unit in units:
-            done(unit, lambda: run_unit(*unit, trainers, output, root, opts))
+            done(unit, lambda: run_unit(*unit, trainers, output, root, opts, trainer_opts=trainer_opts))
         return results, failed
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_unit, d, s, trainers, output, root, tuple(opts), threads): (d, s) for d, s in units}
+        futures = {pool.submit(run_unit, d, s, trainers, output, root, tuple(opts), threads, True, trainer_opts): (d, s)
+                   for d, s in units}
         for future in as_completed(futures):
             done(futures[future], future.result)
     return results, failed
@@ -162,6 +234,10 @@ def main(argv=None):
     parser.add_argument("--root", default="", help="dataset root (default: generated in the cache)")
     parser.add_argument("--output", default="output/testbed_proxy")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over seeds for tau")
+    parser.add_argument("--selections", default="",
+                        help="a folder of val-split sweeps, <folder>/<Trainer>/selection.json (python -m vlpeft.sweep "
+                             "--output <folder>/<Trainer>): each such trainer runs with its selected values; use "
+                             "another --output than the shipped-config runs'")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run (KEY VALUE ...)")
     args = parser.parse_args(argv)
     trainers = args.trainers or proxy_trainers()
@@ -171,7 +247,10 @@ def main(argv=None):
         generate(dataset, osp.abspath(osp.expanduser(args.root or default_root())))
     start = time.time()
     units = [(d, s) for d in args.datasets for s in args.seeds]
-    results, failed = run_all(units, trainers, args.output, args.root, args.opts, args.workers)
+    selections = load_selections(args.selections, trainers) if args.selections else {}
+    for trainer, chosen in selections.items():
+        print(f"{trainer}: {' '.join(map(str, chosen)) or 'the recipe'} (selected on val, {args.selections})")
+    results, failed = run_all(units, trainers, args.output, args.root, args.opts, args.workers, selections)
     wall = time.time() - start
     records = [r for u in results for r in u["records"]]
     cpu = sum(u["cpu_s"] for u in results)
@@ -184,8 +263,11 @@ def main(argv=None):
         text += "\n\nFailed units (their finished runs are kept; run the command again to resume):\n" + "\n".join(
             f"- {d} seed{s}: {error}" for d, s, error in failed)
     print(text)
+    if selections:
+        text += "\n\nSelected on the val split: " + "; ".join(
+            f"{t} {' '.join(map(str, o)) or 'the recipe'}" for t, o in selections.items())
     result.update(runs=records, wall_s=wall, cpu_s=cpu, workers=args.workers, seeds=args.seeds,
-                  datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed])
+                  datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed], selections=selections)
     os.makedirs(args.output, exist_ok=True)
     atomic_write_text(osp.join(args.output, "proxy.md"), text + "\n")
     atomic_write_text(osp.join(args.output, "proxy.json"), json.dumps(result, indent=1) + "\n")
