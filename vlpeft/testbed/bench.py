@@ -75,7 +75,7 @@ def selected_opts(trainer, selection_file):
         points = json.load(f)["points"]
     best = max(p["mean"] for p in points)
     tied = [p["point"] for p in points if abs(p["mean"] - best) < 1e-6]
-    recipe = [p for p in tied if all(abs(float(v) - float(recipe_value(trainer, k))) < 1e-12 for k, v in p.items())]
+    recipe = [p for p in tied if all(_same_value(recipe_value(trainer, k), v) for k, v in p.items())]
     if recipe:
         return []
     return [x for kv in tied[0].items() for x in kv]
@@ -101,17 +101,17 @@ def check_reuse(run_dir, opts):
     with open(config) as f:
         recorded = yaml.safe_load(f)
     for key, value in zip(opts[::2], opts[1::2]):
-        if str(_config_value(recorded, key)) != str(value) and \
-                not _same_number(_config_value(recorded, key), value):
+        if not _same_value(_config_value(recorded, key), value):
             raise RuntimeError(f"{run_dir} was run with {key} {_config_value(recorded, key)}, not {value}: "
                                "use another --output for these settings")
 
 
-def _same_number(a, b):
+def _same_value(a, b):
+    """A config value and an override (a string on the command line) are the same setting."""
     try:
         return abs(float(a) - float(b)) < 1e-12
     except (TypeError, ValueError):
-        return False
+        return str(a) == str(b)
 
 
 def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, quiet=True, trainer_opts=None):
