@@ -108,7 +108,7 @@ def _cast_classes():
             for colour in CAST_ORDER]
 
 
-# class order of TestbedColourCast: each half mixes colours the warm light keeps apart and colours it merges
+# class order of TestbedColourCast: the first six are the base half, the last six the new half
 CAST_ORDER = ["red", "blue", "white", "green", "purple", "grey", "orange", "cyan", "yellow", "black", "pink", "brown"]
 assert sorted(CAST_ORDER) == sorted(COLOURS)
 
