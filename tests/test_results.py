@@ -285,3 +285,14 @@ def test_testbed_layout(tmp_path):
     assert table(rep, "base2new", "ZeroshotCLIP").row("TestbedScenes").cells["base"][0] == 40.0
     assert table(rep, "fewshot", "CoOp").row("TestbedScenes").cells[4][0] == pytest.approx(71.5)
     assert not [m for m in rep.missing if m["protocol"] == "base2new"]
+
+
+def test_config_comparison_treats_one_folder_written_two_ways_as_one_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("backbone/train_base")
+    old = {"TRAINER": {"DPC": {"BACKBONE_DIR": str(tmp_path / "backbone" / "train_base")}}, "OPTIM": {"LR": 0.002}}
+    same = {"TRAINER": {"DPC": {"BACKBONE_DIR": "backbone/train_base"}}, "OPTIM": {"LR": 0.002}}
+    other = {"TRAINER": {"DPC": {"BACKBONE_DIR": "backbone"}}, "OPTIM": {"LR": 0.006}}
+    assert list(R._diff(old, same)) == []
+    assert sorted(R._diff(old, other)) == ["OPTIM.LR", "TRAINER.DPC.BACKBONE_DIR"]
+    assert R.config_value(old, "OPTIM.LR") == 0.002

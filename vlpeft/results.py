@@ -222,11 +222,37 @@ def _diff(old, new, prefix=""):
             yield f"{prefix}{k}"
 
 
+IGNORED_KEYS = {"OUTPUT_DIR", "RESUME", "DATASET.ROOT"}  # where a run is, not what it is
+
+
+def config_changes(config_path, argv):
+    """``(key, saved, now)`` for every key whose value in a run's saved ``config.yaml`` differs from what ``argv``
+    (train.py's arguments) resolves to today; [] when the run is what the command would make."""
+    import yaml
+
+    with open(config_path) as f:
+        saved = yaml.safe_load(f) or {}
+    now = _resolve_now([str(a) for a in argv])
+    return [(k, config_value(saved, k), config_value(now, k)) for k in sorted(_diff(saved, now))
+            if k not in IGNORED_KEYS]
+
+
+def config_value(config, dotted_key):
+    """``config["A"]["B"]`` for ``"A.B"`` (a config node or its plain-dict form)."""
+    for part in dotted_key.split("."):
+        config = config[part]
+    return config
+
+
 def _norm(value):
+    """A config value in a comparable form: numbers as floats, sequences as lists, an existing path as its real path
+    (the same folder given relative or absolute is the same setting)."""
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, str) and value and osp.exists(value):
+        return osp.realpath(value)
     return value
 
 
@@ -250,14 +276,10 @@ def stale_keys(run):
     saved_path = osp.join(run.path, "config.yaml")
     if not osp.isfile(saved_path):
         return []
-    with open(saved_path) as f:
-        saved = yaml.safe_load(f) or {}
-    ignore = {"OUTPUT_DIR", "RESUME", "DATASET.ROOT"}
     argv = _command_of(run.path)
     if argv:
         try:
-            now = _resolve_now(argv)
-            return sorted(k for k in _diff(saved, now) if k not in ignore)
+            return [key for key, _, _ in config_changes(saved_path, argv)]
         except (Exception, SystemExit):  # an argument or config that no longer exists: the trainer config's keys
             pass
     config = run.config.partition("/")[0]
@@ -266,6 +288,8 @@ def stale_keys(run):
         return []
     with open(path) as f:
         current = (yaml.safe_load(f) or {}).get("TRAINER") or {}
+    with open(saved_path) as f:
+        saved = yaml.safe_load(f) or {}
     overridden = {"N_CTX", "CSC", "CLASS_TOKEN_POSITION"} if "/" in run.config else set()
     keys = _diff(saved.get("TRAINER") or {}, current, "TRAINER.")
     return sorted(k for k in keys if k.rsplit(".", 1)[-1] not in overridden)

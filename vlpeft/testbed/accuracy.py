@@ -5,7 +5,8 @@
 
 Each run is a real ``train.py`` run (in-process) with ``configs/trainers/<Trainer>/testbed.yaml`` (zero-shot
 trainers use CoOp's for the input pipeline) on the ``vlpeft-testbed`` CLIP; its output directory is
-``<output>/<protocol>/<dataset>/<trainer>/seed<S>[/...]`` and a finished run (``results.json``) is reused.
+``<output>/<protocol>/<dataset>/<trainer>/seed<S>[/...]`` and a finished run (``results.json``) is reused; one whose
+saved config differs from what its command resolves to today is refused.
 Base-to-new trains on the base half (16 shots) and evaluates the last checkpoint on the base and the new test
 classes; H is the harmonic mean of the seed-averaged base and new accuracies, as the papers compute it. Few-shot
 trains on all classes with K shots and evaluates on all test classes. The table (tabulate) is printed and written to
@@ -95,14 +96,24 @@ def _quiet(enabled):
 
 def run_train(flags, opts, output_dir, quiet=True):
     """``train.py FLAGS --output-dir DIR OPTS`` in-process unless ``DIR/results.json`` exists; return that dict, with
-    ``reused`` saying whether it is an earlier run's record (nothing was run)."""
+    ``reused`` saying whether it is an earlier run's record (nothing was run). A finished run whose saved config
+    differs from what the command resolves to today is refused, never reused."""
     marker = osp.join(output_dir, "results.json")
+    argv = [str(a) for a in [*flags, "--output-dir", output_dir, *opts]]
     reused = osp.isfile(marker)
+    if reused and osp.isfile(osp.join(output_dir, "config.yaml")):
+        from vlpeft.results import config_changes
+
+        changes = config_changes(osp.join(output_dir, "config.yaml"), argv)
+        if changes:
+            raise RuntimeError(f"{output_dir} was run with " + ", ".join(f"{k} {saved}, not {now}"
+                                                                         for k, saved, now in changes)
+                               + ": delete it to run it again, or use another output folder for these settings")
     if not reused:
         from vlpeft.cli import main
 
         with _quiet(quiet):
-            main([str(a) for a in [*flags, "--output-dir", output_dir, *opts]])
+            main(argv)
     with open(marker) as f:
         return {**json.load(f), "reused": reused}
 
@@ -112,15 +123,15 @@ def _flags(trainer, seed, root):
             config_file(trainer)]
 
 
-def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, opts=()):
+def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, opts=(), backbone_opts=()):
     """Train on base classes, test base and new; returns {"base", "new", "elapsed_s", "reused" (both records were
     there already), "finished_at", "dir"}. ``opts``: config overrides. A second-stage trainer (DPC) first runs its
-    backbone's base-to-new (or reuses it) and trains on top of that run."""
+    backbone's base-to-new with ``backbone_opts`` (or reuses it) and trains on top of that run."""
     out = osp.join(output, "b2n", dataset, trainer, f"seed{seed}")
     flags = _flags(trainer, seed, root)
     backbone = backbone_of(trainer)
     if backbone:
-        first = base_to_new(backbone, dataset, seed, output, root, shots, quiet)
+        first = base_to_new(backbone, dataset, seed, output, root, shots, quiet, opts=backbone_opts)
         opts = [*opts, STAGE_KEYS[trainer.partition("_")[0]], osp.join(first["dir"], "train_base")]
     opts = ["DATASET.NAME", dataset, "DATASET.NUM_SHOTS", shots, *opts]
     if trainer in ZERO_SHOT:

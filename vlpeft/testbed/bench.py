@@ -12,7 +12,8 @@ least 15 points (``python -m vlpeft.testbed.probe``), so prompt learners have ro
 DPL) runs its first stage on the same dataset and seed first.
 
 Each run is ``python -m vlpeft.testbed.accuracy``'s base-to-new run (a real ``train.py`` run per half, the testbed
-config, last checkpoint): ``<output>/b2n/<dataset>/<trainer>/seed<S>``; a finished run is reused, never re-run.
+config, last checkpoint): ``<output>/b2n/<dataset>/<trainer>/seed<S>``; a finished run is reused, never re-run
+(and refused if its saved config differs from what its command resolves to today).
 The work is split into (dataset, seed) units over ``--workers`` processes (each with ``cores / workers`` torch
 threads). The report (:mod:`vlpeft.testbed.proxy`) gives per method the mean base / new / H with 95% t intervals
 over seeds, its rank, the per-dataset H, and Kendall's tau against the published H (``vlpeft.published``, the table
@@ -45,27 +46,22 @@ def proxy_trainers():
 
     names = []
     for trainer in testbed_trainers():
-        name, _, variant = trainer.partition("_")
+        _, _, variant = trainer.partition("_")
         if trainer in ZERO_SHOT[1:] or (variant and published_method(trainer) is None):
             continue  # the template ensemble has no published row of its own; variants without a published method
         names.append(trainer)
     return names
 
 
-def _config_value(cfg, key):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
 def recipe_value(trainer, key):
     """``key``'s value in ``trainer``'s testbed config as train.py resolves it (defaults included)."""
     import vlpeft.trainers  # noqa: F401
     from vlpeft.cli import build_parser, setup_cfg
+    from vlpeft.results import config_value
     from vlpeft.testbed.accuracy import config_file
 
     args = build_parser().parse_args(["--trainer", trainer.partition("_")[0], "--config-file", config_file(trainer)])
-    return _config_value(setup_cfg(args), key)
+    return config_value(setup_cfg(args), key)
 
 
 def selected_opts(trainer, selection_file):
@@ -91,21 +87,6 @@ def load_selections(root, trainers):
     return found
 
 
-def check_reuse(run_dir, opts):
-    """Refuse to reuse a finished run whose recorded config differs from the overrides ``opts`` (KEY VALUE ...)."""
-    import yaml
-
-    config = osp.join(run_dir, "train_base", "config.yaml")
-    if not opts or not osp.isfile(osp.join(run_dir, "test_new", "results.json")) or not osp.isfile(config):
-        return
-    with open(config) as f:
-        recorded = yaml.safe_load(f)
-    for key, value in zip(opts[::2], opts[1::2]):
-        if not _same_value(_config_value(recorded, key), value):
-            raise RuntimeError(f"{run_dir} was run with {key} {_config_value(recorded, key)}, not {value}: "
-                               "use another --output for these settings")
-
-
 def _same_value(a, b):
     """A config value and an override (a string on the command line) are the same setting."""
     try:
@@ -122,17 +103,19 @@ def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, qu
 
     import torch
 
-    from vlpeft.testbed.accuracy import base_to_new
+    from vlpeft.testbed.accuracy import backbone_of, base_to_new
 
     if threads:
         torch.set_num_threads(threads)
     cpu0, records = time.process_time(), []
     for trainer in trainers:
         t0 = time.time()
-        run_opts = [*opts, *(trainer_opts or {}).get(trainer, [])]
-        check_reuse(osp.join(output, "b2n", dataset, trainer, f"seed{seed}"), run_opts)
+        selected = trainer_opts or {}
+        run_opts = [*opts, *selected.get(trainer, [])]
+        backbone_opts = [*opts, *selected.get(backbone_of(trainer), [])]  # a second stage's backbone as selected
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():  # progress bars
-            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=run_opts)
+            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=run_opts,
+                            backbone_opts=backbone_opts)
         records.append({"trainer": trainer, "dataset": dataset, "seed": seed, "base": r["base"], "new": r["new"],
                         "elapsed_s": r["elapsed_s"], "reused": r["reused"], "wall_s": time.time() - t0})
     return {"dataset": dataset, "seed": seed, "records": records, "cpu_s": time.process_time() - cpu0}
@@ -177,7 +160,7 @@ def run_all(units, trainers, output, root="", opts=(), workers=1, trainer_opts=N
 
 def per_dataset_h(runs, trainers, datasets):
     """{trainer: {dataset: H of the seed-averaged base and new}} from ``proxy.collect``'s runs."""
-    from vlpeft.results import harmonic
+    from vlpeft.testbed.proxy import method_h
 
     table = {}
     for trainer in trainers:
@@ -186,9 +169,7 @@ def per_dataset_h(runs, trainers, datasets):
         for dataset in datasets:
             seeds = [s for s in per_seed if {"base", "new"} <= set(per_seed[s].get(dataset, {}))]
             if seeds:
-                base = sum(per_seed[s][dataset]["base"] for s in seeds) / len(seeds)
-                new = sum(per_seed[s][dataset]["new"] for s in seeds) / len(seeds)
-                row[dataset] = harmonic(base, new)
+                row[dataset] = method_h({s: {dataset: per_seed[s][dataset]} for s in seeds}, seeds)[2]
         table[trainer] = row
     return table
 
@@ -262,10 +243,10 @@ def main(argv=None):
     if failed:
         text += "\n\nFailed units (their finished runs are kept; run the command again to resume):\n" + "\n".join(
             f"- {d} seed{s}: {error}" for d, s, error in failed)
-    print(text)
     if selections:
         text += "\n\nSelected on the val split: " + "; ".join(
             f"{t} {' '.join(map(str, o)) or 'the recipe'}" for t, o in selections.items())
+    print(text)
     result.update(runs=records, wall_s=wall, cpu_s=cpu, workers=args.workers, seeds=args.seeds,
                   datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed], selections=selections)
     os.makedirs(args.output, exist_ok=True)
