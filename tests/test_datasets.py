@@ -274,8 +274,19 @@ def test_subsample_classes_uses_labels_of_first_dataset(tmp_path):
     assert [(d.label, d.classname) for d in b2] == [(0, "c0"), (1, "c2")]
     n1, n2 = dbase.subsample_classes(first, second, subsample="new")
     assert [(d.label, d.classname) for d in n1] == [(0, "c4")] == [(d.label, d.classname) for d in n2]
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="pseudo_base"):
         dbase.subsample_classes(first, subsample="novel")
+
+
+def test_pseudo_subsample_cuts_the_base_classes_in_two():
+    labels = list(range(13))  # base: 0-6 (ceil(13/2) = 7); pseudo-base: 0-3 (ceil(7/2) = 4); pseudo-new: 4-6
+    items = [Datum(impath=__file__, label=y, classname=f"c{y}") for y in reversed(labels)]
+    (pb,) = dbase.subsample_classes(items, subsample="pseudo_base")
+    (pn,) = dbase.subsample_classes(items, subsample="pseudo_new")
+    (base,) = dbase.subsample_classes(items, subsample="base")
+    assert sorted((d.label, d.classname) for d in pb) == [(i, f"c{i}") for i in range(4)]
+    assert sorted((d.label, d.classname) for d in pn) == [(i, f"c{i + 4}") for i in range(3)]
+    assert sorted(d.classname for d in pb + pn) == sorted(d.classname for d in base)
 
 
 def test_imagenet_subsample_and_fewshot(tmp_path):

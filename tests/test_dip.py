@@ -214,6 +214,32 @@ def test_sweep_selects_on_the_val_split_only(eurosat_root, tiny_clip_path, tmp_p
         assert "Evaluate on the *val* set" in log and "Evaluate on the *test* set" not in log
 
 
+def test_sweep_h_objective_holds_out_half_of_the_base_classes(eurosat_root, tiny_clip_path, tmp_path):
+    from vlpeft.results import harmonic
+    from vlpeft.sweep import sweep
+
+    out = tmp_path / "sweep"
+    rows = sweep("CoOp", "configs/trainers/CoOp/vit_b16.yaml", ["configs/datasets/eurosat.yaml"], [1],
+                 [("OPTIM.LR", ["0.002", "0.02"])], str(out), root=eurosat_root, shots=4, objective="h",
+                 opts=tiny_opts(tiny_clip_path, **{"OPTIM.MAX_EPOCH": 1}) + ["TRAINER.COOP.PREC", "fp32"])
+    selection = json.load(open(out / "selection.json"))
+    assert selection["objective"] == "h" and selection["best"] == dict(rows[0][0])
+    for entry in selection["points"]:
+        run = out / f"LR{entry['point']['OPTIM.LR']}" / "eurosat" / "seed1"
+        base = json.load(open(run / "pseudo_base" / "results.json"))
+        new = json.load(open(run / "pseudo_new" / "results.json"))
+        assert base["split"] == new["split"] == "val"
+        assert (base["subsample_classes"], new["subsample_classes"]) == ("pseudo_base", "pseudo_new")
+        assert entry["mean"] == pytest.approx(harmonic(base["accuracy"], new["accuracy"]))
+        # EuroSAT's 10 classes: base 0-4, pseudo-base 0-2 (trained and scored), pseudo-new 3-4 (scored only)
+        assert "Evaluate on the *test* set" not in (run / "pseudo_new" / "log.txt").read_text()
+        assert re.search(r"# classes\s+3\b", (run / "pseudo_base" / "log.txt").read_text())
+        assert re.search(r"# classes\s+2\b", (run / "pseudo_new" / "log.txt").read_text())
+    assert selection["best_val_h"] == max(p["mean"] for p in selection["points"])
+    with pytest.raises(ValueError, match="subsample base"):
+        sweep("CoOp", "cfg.yaml", ["a"], [1], [("OPTIM.LR", ["1"])], str(tmp_path), subsample="all", objective="h")
+
+
 def test_sweep_ties_keep_grid_order(tmp_path, monkeypatch):
     import vlpeft.testbed.accuracy as bench
     from vlpeft.sweep import sweep
@@ -226,6 +252,29 @@ def test_sweep_ties_keep_grid_order(tmp_path, monkeypatch):
     rows = sweep("DIP", "cfg.yaml", ["a", "b"], [1], [("OPTIM.LR", ["0.2", "0.002", "0.02"])], str(tmp_path))
     assert rows[0][1] != rows[1][1]  # the float sums differ...
     assert [dict(p)["OPTIM.LR"] for p, _, _ in rows] == ["0.002", "0.02", "0.2"]  # ...the grid order decides
+
+
+def test_sweep_h_objective_ranks_by_h_not_by_base_accuracy(tmp_path, monkeypatch):
+    import vlpeft.testbed.accuracy as bench
+    from vlpeft.sweep import sweep
+
+    # lr 0.1 learns the trained classes best and costs the held-out ones most
+    accuracy = {("0.1", "pseudo_base"): 90.0, ("0.1", "pseudo_new"): 20.0,
+                ("0.01", "pseudo_base"): 70.0, ("0.01", "pseudo_new"): 50.0}
+    calls = []
+
+    def fake_run(flags, opts, out, quiet):
+        sub = opts[opts.index("DATASET.SUBSAMPLE_CLASSES") + 1]
+        calls.append((sub, "--eval-only" in flags, out))
+        return {"split": "val", "accuracy": accuracy[(opts[opts.index("OPTIM.LR") + 1], sub)]}
+
+    monkeypatch.setattr(bench, "run_train", fake_run)
+    monkeypatch.setattr(bench, "last_epoch", lambda run_dir: 5)
+    rows = sweep("CoOp", "cfg.yaml", ["a"], [1], [("OPTIM.LR", ["0.1", "0.01"])], str(tmp_path), objective="h")
+    assert [dict(p)["OPTIM.LR"] for p, _, _ in rows] == ["0.01", "0.1"]
+    assert rows[0][1] == pytest.approx(2 * 70 * 50 / 120) and rows[1][1] == pytest.approx(2 * 90 * 20 / 110)
+    assert [(sub, evaluates_only) for sub, evaluates_only, _ in calls[:2]] == [("pseudo_base", False),
+                                                                                ("pseudo_new", True)]
 
 
 def test_density_plot_when_matplotlib_is_installed(tmp_path):

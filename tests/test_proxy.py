@@ -72,3 +72,41 @@ def test_report_ranks_methods_against_the_published_h(tmp_path):
     assert proxy.main([root, "--bootstrap", "50", "--json", str(tmp_path / "proxy.json")]) == 0
     assert json.load(open(tmp_path / "proxy.json"))["tau"]["tau"] == 1.0
     assert proxy.published_method("DPC_maple") == "DPC+MaPLe" and proxy.published_method("DPL_cycle") is None
+
+
+def test_grid_taus_best_per_method_and_over_every_choice():
+    published = {"A": 80.0, "B": 75.0, "C": 70.0}
+    h = {"A": {"lo": 50.0, "hi": 40.0}, "B": {"lo": 45.0, "hi": 60.0}, "C": {"lo": 42.0}}
+    taus = proxy.grid_taus(h, published)
+    assert taus["best_per_method"] == pytest.approx(proxy.kendall_tau([50, 60, 42], [80, 75, 70])[0])  # B > A > C
+    assert taus["max"] == (1.0, {"A": "lo", "B": "lo", "C": "lo"})  # 50 > 45 > 42
+    assert taus["min"][0] == pytest.approx(proxy.kendall_tau([40, 60, 42], [80, 75, 70])[0])
+    assert proxy.grid_taus(h, published, max_combinations=3)["max"] is None  # 4 choices: not enumerated
+
+
+def _write_setting(root, trainer, seed, lr, base, new, dataset="TestbedScenes"):
+    _write(root, dataset, trainer, seed, base, new)
+    for stage in ("train_base", "test_new"):
+        with open(os.path.join(root, "b2n", dataset, trainer, f"seed{seed}", stage, "config.yaml"), "w") as f:
+            f.write(f"OPTIM:\n  LR: {lr}\n")
+
+
+def test_grid_report_pools_folders_by_setting(tmp_path):
+    # CoOp at two learning rates in two folders; MaPLe in both with the same runs; DPC differs under one setting
+    for folder, lr, coop in (("a", 0.002, (70, 50)), ("b", 0.006, (90, 30))):
+        root = str(tmp_path / folder)
+        for seed in (1, 2):
+            _write_setting(root, "CoOp", seed, lr, *coop)
+            _write_setting(root, "MaPLe", seed, 0.0035, 80, 60)
+            _write_setting(root, "DPC", seed, 0.002, 85 if folder == "a" else 86, 60)
+    found, ambiguous = proxy.collect_settings([str(tmp_path / "a"), str(tmp_path / "b")], ["OPTIM.LR", "X.Y"])
+    assert set(found) == {("CoOp", (0.002, None)), ("CoOp", (0.006, None)), ("MaPLe", (0.0035, None))}
+    assert ambiguous == ["DPC"]
+    assert found[("CoOp", (0.006, None))][2]["TestbedScenes"] == {"base": 90, "new": 30}
+    text = proxy.grid_report([str(tmp_path / "a"), str(tmp_path / "b")], ["OPTIM.LR"])
+    assert "LR 0.002: 58.33; LR 0.006: 45.00" in text  # H(70, 50), H(90, 30)
+    assert "each at its best setting: 1.000" in text and "highest 1.000" in text and "lowest 1.000" in text
+    assert "Left out (different runs under one setting): DPC" in text
+    assert proxy.main([str(tmp_path / "a"), str(tmp_path / "b"), "--grid", "OPTIM.LR"]) == 0
+    with pytest.raises(SystemExit):
+        proxy.main([str(tmp_path / "a"), str(tmp_path / "b")])

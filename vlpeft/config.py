@@ -11,7 +11,7 @@ TRAINER_CONFIGS = {}
 
 # keys shared by every CoOp-family train.py, plus vlpeft's own additions
 COMMON_KEYS = {
-    "DATASET.SUBSAMPLE_CLASSES": "all",  # all / base / new (CoOp's base-to-new protocol)
+    "DATASET.SUBSAMPLE_CLASSES": "all",  # all / base / new (CoOp's base-to-new), pseudo_base / pseudo_new
     "DATASET.FEWSHOT_CACHE_DIR": "",  # where split_fewshot/ goes when the dataset folder is read-only ("" = beside the data)
     "MODEL.BACKBONE.PATH": "",  # explicit CLIP checkpoint; otherwise see vlpeft.clip.resolve_clip_weights
     # activation checkpointing of the frozen towers: recompute each block's activations in the backward pass instead

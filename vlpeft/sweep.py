@@ -9,6 +9,11 @@ Every grid point x dataset x seed is a real training run (in-process ``train.py`
 split (``TEST.SPLIT val``); a run without a val split is an error, not a silent test evaluation. Output directories
 are ``<output>/<point>/<dataset>/seed<S>`` and finished runs (``results.json``) are reused. The table of mean val
 accuracy per point is printed, and the best point is written to ``<output>/selection.json``.
+
+``--objective h`` selects for base-to-new without looking at a new class: each run trains on the first half of the
+base classes (``DATASET.SUBSAMPLE_CLASSES pseudo_base``) and is evaluated on the val split of that half and of the
+other base half (``pseudo_new``, in ``seed<S>/pseudo_base`` and ``seed<S>/pseudo_new``); a point's score is the
+harmonic mean H of the two mean val accuracies.
 """
 import argparse
 import itertools
@@ -41,42 +46,100 @@ def dataset_flags(dataset):
     return [], ["DATASET.NAME", dataset], dataset
 
 
-def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16, subsample="base", opts=(),
-          quiet=True):
-    """Run the grid; returns [(point, mean val accuracy, [accuracies])], best first; ties keep the grid's order."""
-    from vlpeft.engine.utils import atomic_write_text
+def _val_accuracy(flags, opts, out, quiet, name):
+    """A ``train.py`` run (or an earlier one's record) evaluated on the val split; its accuracy."""
     from vlpeft.testbed.accuracy import run_train
 
+    record = run_train(flags, [*opts, "TEST.SPLIT", "val"], out, quiet)
+    if record.get("split") != "val":
+        raise RuntimeError(f"{name} has no validation split here (evaluated on {record.get('split')}): "
+                           f"a sweep never selects on test; see {out}")
+    return record["accuracy"]
+
+
+def _held_out_accuracies(flags, opts, out, quiet, name):
+    """Train on the first half of the base classes, evaluate both halves on val: (pseudo-base, pseudo-new)."""
+    from vlpeft.testbed.accuracy import last_epoch
+
+    train_dir = osp.join(out, "pseudo_base")
+    base = _val_accuracy(flags, [*opts, "DATASET.SUBSAMPLE_CLASSES", "pseudo_base"], train_dir, quiet, name)
+    new = _val_accuracy([*flags, "--eval-only", "--model-dir", train_dir, "--load-epoch", last_epoch(train_dir)],
+                        [*opts, "DATASET.SUBSAMPLE_CLASSES", "pseudo_new"], osp.join(out, "pseudo_new"), quiet, name)
+    return base, new
+
+
+def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16, subsample="base", opts=(),
+          quiet=True, objective="accuracy"):
+    """Run the grid; returns [(point, score, [accuracies])], best first; ties keep the grid's order.
+
+    ``objective="accuracy"``: the score is the mean val accuracy of runs trained on the ``subsample`` classes.
+    ``objective="h"``: each run trains on the first half of the base classes (``pseudo_base``) and is evaluated on
+    the val split of both halves; the score is the harmonic mean of the mean accuracies on the two halves, as
+    base-to-new's H is, with the base classes' own val images only (the accuracies are the ``pseudo_base`` ones;
+    the ``pseudo_new`` ones are in ``selection.json``)."""
+    from vlpeft.engine.utils import atomic_write_text
+    from vlpeft.results import harmonic
+
+    if objective not in ("accuracy", "h"):
+        raise ValueError(f'objective is "{objective}"; it must be accuracy or h')
+    if objective == "h" and subsample != "base":
+        raise ValueError("--objective h splits the base classes in two; it needs --subsample base")
     keys = [key for key, _ in grid]
-    rows = []
+    rows, held_out = [], {}
     for values in itertools.product(*[vals for _, vals in grid]):
         point = list(zip(keys, values))
-        accuracies = []
+        accuracies, new_accuracies = [], []
         for dataset in datasets:
-            flags, dataset_opts, name = dataset_flags(dataset)
+            data_flags, dataset_opts, name = dataset_flags(dataset)
             for seed in seeds:
+                flags = ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file,
+                         *data_flags]
+                run_opts = [*dataset_opts, "DATASET.NUM_SHOTS", shots, *opts, *[x for kv in point for x in kv]]
                 out = osp.join(output, point_name(point), name, f"seed{seed}")
-                record = run_train(
-                    ["--root", root, "--seed", seed, "--trainer", trainer, "--config-file", config_file, *flags],
-                    [*dataset_opts, "DATASET.NUM_SHOTS", shots, "DATASET.SUBSAMPLE_CLASSES", subsample,
-                     "TEST.SPLIT", "val", *opts, *[x for kv in point for x in kv]], out, quiet)
-                if record.get("split") != "val":
-                    raise RuntimeError(f"{name} has no validation split here (evaluated on {record.get('split')}): "
-                                       f"a sweep never selects on test; see {out}")
-                accuracies.append(record["accuracy"])
-                print(f"{point_name(point)} {name} seed{seed}: val accuracy {record['accuracy']:.2f}")
-        rows.append((point, statistics.mean(accuracies), accuracies))
+                if objective == "accuracy":
+                    accuracies.append(_val_accuracy(flags, [*run_opts, "DATASET.SUBSAMPLE_CLASSES", subsample], out,
+                                                    quiet, name))
+                    print(f"{point_name(point)} {name} seed{seed}: val accuracy {accuracies[-1]:.2f}")
+                    continue
+                base, new = _held_out_accuracies(flags, run_opts, out, quiet, name)
+                accuracies.append(base)
+                new_accuracies.append(new)
+                print(f"{point_name(point)} {name} seed{seed}: val accuracy {base:.2f} (pseudo-base) / "
+                      f"{new:.2f} (pseudo-new)")
+        if objective == "accuracy":
+            score = statistics.mean(accuracies)
+        else:
+            held_out[point_name(point)] = new_accuracies
+            score = harmonic(statistics.mean(accuracies), statistics.mean(new_accuracies))
+        rows.append((point, score, accuracies))
     rows.sort(key=lambda row: -round(row[1], 6))  # stable: equal means (up to float summation noise) keep grid order
-    table = [[", ".join(f"{k} {v}" for k, v in point), f"{mean:.2f}",
-              f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"] for point, mean, accs in rows]
-    print(tabulate(table, headers=["point", "mean val accuracy", "std"]))
+
+    def describe(point):
+        return ", ".join(f"{k} {v}" for k, v in point)
+
+    if objective == "accuracy":
+        table = [[describe(point), f"{mean:.2f}", f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"]
+                 for point, mean, accs in rows]
+        print(tabulate(table, headers=["point", "mean val accuracy", "std"]))
+    else:
+        table = [[describe(point), f"{statistics.mean(accs):.2f}",
+                  f"{statistics.mean(held_out[point_name(point)]):.2f}", f"{h:.2f}"] for point, h, accs in rows]
+        print(tabulate(table, headers=["point", "pseudo-base val", "pseudo-new val", "H"]))
     best = rows[0]
+    points = []
+    for p, score, accs in rows:
+        entry = {"point": dict(p), "mean": score, "accuracies": accs}
+        if objective == "h":
+            entry.update(base=statistics.mean(accs), new=statistics.mean(held_out[point_name(p)]),
+                         new_accuracies=held_out[point_name(p)])
+        points.append(entry)
     selection = {"trainer": trainer, "config_file": config_file, "datasets": list(datasets), "seeds": list(seeds),
-                 "shots": shots, "subsample": subsample, "split": "val",
-                 "best": dict(best[0]), "best_mean_val_accuracy": best[1],
-                 "points": [{"point": dict(p), "mean": m, "accuracies": a} for p, m, a in rows]}
+                 "shots": shots, "subsample": subsample, "split": "val", "objective": objective,
+                 "best": dict(best[0]),
+                 ("best_mean_val_accuracy" if objective == "accuracy" else "best_val_h"): best[1],
+                 "points": points}
     atomic_write_text(osp.join(output, "selection.json"), json.dumps(selection, indent=2) + "\n")
-    print(f"best on val: {', '.join(f'{k} {v}' for k, v in best[0])} ({best[1]:.2f}); "
+    print(f"best on val: {describe(best[0])} ({best[1]:.2f}{' H' if objective == 'h' else ''}); "
           f"written to {osp.join(output, 'selection.json')}")
     return rows
 
@@ -91,6 +154,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--subsample", default="base", choices=["base", "all"])
+    parser.add_argument("--objective", default="accuracy", choices=["accuracy", "h"],
+                        help="accuracy: mean val accuracy of the --subsample classes; h: train on half of the base "
+                             "classes, H of the val accuracies of both halves (base-to-new without new classes)")
     parser.add_argument("--root", default="")
     parser.add_argument("--output", default="")
     parser.add_argument("--verbose", action="store_true")
@@ -98,7 +164,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     output = args.output or osp.join("output", "sweep", args.trainer)
     return sweep(args.trainer, args.config_file, args.datasets, args.seeds, parse_grid(args.grid), output,
-                 args.root, args.shots, args.subsample, args.opts, quiet=not args.verbose)
+                 args.root, args.shots, args.subsample, args.opts, quiet=not args.verbose, objective=args.objective)
 
 
 if __name__ == "__main__":

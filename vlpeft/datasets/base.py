@@ -266,22 +266,33 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=None, new_cname
 # ----------------------------------------------------------------------------------------------------------------
 # base-to-new
 # ----------------------------------------------------------------------------------------------------------------
+SUBSAMPLE_CHOICES = ("all", "base", "new", "pseudo_base", "pseudo_new")
+
+
 def subsample_classes(*args, subsample="all"):
     """CoOp's base-to-new protocol.
 
     ``all`` returns the inputs unchanged. Otherwise the sorted label set of the **first** dataset is cut at
     ``m = ceil(n/2)``: ``base`` keeps the first ``m`` labels, ``new`` the rest; every dataset is filtered to the kept
     labels, which are relabelled to their index in the kept list (new ``Datum`` objects, domain 0).
+
+    ``pseudo_base`` / ``pseudo_new`` (vlpeft's, for selection) apply the same cut to the base labels: the first
+    ``ceil(m/2)`` base labels, and the other base labels. Training on ``pseudo_base`` and scoring ``pseudo_new`` is a
+    base-to-new split that needs no new class, so base-to-new hyperparameters can be selected before the new classes
+    are seen (``python -m vlpeft.sweep --objective h``).
     """
-    assert subsample in ["all", "base", "new"]
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(f'DATASET.SUBSAMPLE_CLASSES is "{subsample}"; '
+                         f'it must be one of {", ".join(SUBSAMPLE_CHOICES)}')
     if subsample == "all":
         return args
 
-    labels = sorted({item.label for item in args[0]})
-    n = len(labels)
-    m = math.ceil(n / 2)
     print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
-    selected = labels[:m] if subsample == "base" else labels[m:]
+    labels = sorted({item.label for item in args[0]})
+    if subsample.startswith("pseudo_"):
+        labels = labels[:math.ceil(len(labels) / 2)]
+    m = math.ceil(len(labels) / 2)
+    selected = labels[:m] if subsample.endswith("base") else labels[m:]
     relabeler = {y: y_new for y_new, y in enumerate(selected)}
 
     output = []

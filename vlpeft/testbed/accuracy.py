@@ -140,7 +140,7 @@ def base_to_new(trainer, dataset, seed, output, root="", shots=16, quiet=True, o
         model_flags = ["--eval-only"]
     else:
         base = run_train(flags, opts + ["DATASET.SUBSAMPLE_CLASSES", "base"], osp.join(out, "train_base"), quiet)
-        epoch = _max_epoch(osp.join(out, "train_base"))
+        epoch = last_epoch(osp.join(out, "train_base"))
         model_flags = ["--eval-only", "--model-dir", osp.join(out, "train_base"), "--load-epoch", epoch]
     new = run_train(flags + model_flags, opts + ["DATASET.SUBSAMPLE_CLASSES", "new"], osp.join(out, "test_new"),
                     quiet)
@@ -160,7 +160,8 @@ def few_shot(trainer, dataset, seed, shots, output, root="", quiet=True, opts=()
     return {"accuracy": res["accuracy"], "elapsed_s": res["elapsed_s"], "reused": res["reused"]}
 
 
-def _max_epoch(run_dir):
+def last_epoch(run_dir):
+    """The epoch a finished training run in ``run_dir`` saved last (its ``OPTIM.MAX_EPOCH``)."""
     import yaml
 
     with open(osp.join(run_dir, "config.yaml")) as f:

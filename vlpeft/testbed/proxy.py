@@ -3,6 +3,7 @@
 testbed and their published 11-dataset H (``vlpeft.published``), with a bootstrap interval over seeds.
 
     python -m vlpeft.testbed.proxy OUTPUT [--datasets TestbedScenes ...] [--bootstrap 2000] [--json PATH]
+    python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] --grid OPTIM.LR [KEY ...]
 
 ``OUTPUT`` holds base-to-new runs (``python -m vlpeft.testbed.accuracy --protocols b2n --output OUTPUT``, or any
 folder ``python -m vlpeft.results`` reads). A method's H is computed as the papers do: base and new averaged over
@@ -13,6 +14,7 @@ for every method (the seeds are shared), and recomputes tau.
 import argparse
 import json
 import math
+import os.path as osp
 import random
 from collections import defaultdict
 
@@ -150,6 +152,102 @@ def proxy_report(runs, n_boot=2000, seed=0):
     return result
 
 
+def collect_settings(roots, keys, datasets=None):
+    """Like :func:`collect` over several folders, with each run keyed by its setting: ``{(trainer, setting): {seed:
+    {dataset: {"base", "new"}}}}``, where ``setting`` is the tuple of the ``keys``' values in the run's
+    ``config.yaml`` (a key the config lacks is None). A run found twice must agree; trainers whose runs differ under
+    one setting (a second stage trained on different first-stage runs) are returned apart, as the second value."""
+    import yaml
+
+    from vlpeft.results import config_value, find_runs
+
+    found, ambiguous = defaultdict(lambda: defaultdict(lambda: defaultdict(dict))), set()
+    for root in roots:
+        for run in find_runs(root, check_stale=False):
+            if run.protocol != "base2new" or run.accuracy is None or run.split not in ("base", "new"):
+                continue
+            if datasets and run.dataset not in datasets:
+                continue
+            with open(osp.join(run.path, "config.yaml")) as f:
+                config = yaml.safe_load(f)
+            setting = []
+            for key in keys:
+                try:
+                    setting.append(config_value(config, key))
+                except KeyError:
+                    setting.append(None)
+            cell = found[(run.trainer, tuple(setting))][run.seed][run.dataset]
+            if run.split in cell and abs(cell[run.split] - run.accuracy) > 1e-9:
+                ambiguous.add(run.trainer)
+            cell[run.split] = run.accuracy
+    return {k: v for k, v in found.items() if k[0] not in ambiguous}, sorted(ambiguous)
+
+
+def grid_taus(h_by_setting, published_h, max_combinations=2_000_000):
+    """Kendall tau against ``published_h`` ({trainer: H}) when each trainer of ``h_by_setting`` ({trainer: {setting:
+    H}}) takes its best setting, and the highest and lowest tau over every choice of one setting per trainer (None
+    past ``max_combinations``). Returns {"best_per_method": tau, "max": (tau, choice), "min": (tau, choice)}."""
+    import itertools
+
+    trainers = sorted(h_by_setting)
+    target = [published_h[t] for t in trainers]
+    result = {"best_per_method": kendall_tau([max(h_by_setting[t].values()) for t in trainers], target)[0],
+              "max": None, "min": None}
+    if math.prod(len(h_by_setting[t]) for t in trainers) > max_combinations:
+        return result
+    best = worst = None
+    for choice in itertools.product(*[sorted(h_by_setting[t], key=str) for t in trainers]):
+        tau = kendall_tau([h_by_setting[t][c] for t, c in zip(trainers, choice)], target)[0]
+        if best is None or tau > best[0]:
+            best = (tau, dict(zip(trainers, choice)))
+        if worst is None or tau < worst[0]:
+            worst = (tau, dict(zip(trainers, choice)))
+    result.update(max=best, min=worst)
+    return result
+
+
+def grid_report(roots, keys, datasets=None):
+    """The ``--grid`` report (text): each single-stage method's H per setting of ``keys`` found under ``roots``,
+    and :func:`grid_taus` over the methods with a published H."""
+    from tabulate import tabulate
+
+    from vlpeft.testbed.accuracy import backbone_of
+
+    found, ambiguous = collect_settings(roots, keys, datasets)
+    h_by_setting, published_h = defaultdict(dict), {}
+    for (trainer, setting), per_seed in sorted(found.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        method = published_method(trainer)
+        if method is None or backbone_of(trainer) is not None:
+            continue
+        kept, _ = complete({trainer: per_seed})
+        if not kept:
+            continue
+        published_h[trainer] = published.lookup(method, "base2new", "average", "H")
+        h_by_setting[trainer][setting] = method_h(per_seed, sorted(per_seed))[2]
+
+    def shown(trainer):  # the keys that tell the trainer's settings apart (the first key when it has one)
+        settings = list(h_by_setting[trainer])
+        return [i for i in range(len(keys)) if len({str(s[i]) for s in settings}) > 1] or [0]
+
+    def name(trainer, setting):
+        return ", ".join(f"{keys[i].split('.')[-1]} {setting[i]}" for i in shown(trainer))
+
+    rows = [[t, published_h[t], "; ".join(f"{name(t, s)}: {h:.2f}" for s, h in h_by_setting[t].items())]
+            for t in sorted(h_by_setting, key=lambda t: -published_h[t])]
+    lines = [tabulate(rows, headers=["trainer", "published H", "testbed H per setting"])]
+    if len(h_by_setting) >= 2:
+        taus = grid_taus(h_by_setting, published_h)
+        lines.append(f"Kendall tau over {len(h_by_setting)} single-stage methods, each at its best setting: "
+                     f"{taus['best_per_method']:.3f}")
+        if taus["max"] and any(len(v) > 1 for v in h_by_setting.values()):
+            lines.append(f"Over every choice of one setting per method: highest {taus['max'][0]:.3f} ("
+                         + "; ".join(f"{t} {name(t, c)}" for t, c in taus["max"][1].items())
+                         + f"), lowest {taus['min'][0]:.3f}")
+    if ambiguous:
+        lines.append(f"Left out (different runs under one setting): {', '.join(ambiguous)}")
+    return "\n".join(lines)
+
+
 def render(result):
     from tabulate import tabulate
 
@@ -179,12 +277,22 @@ def render(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="a folder of base-to-new runs (e.g. the testbed accuracy tool's --output)")
+    parser.add_argument("root", nargs="+",
+                        help="a folder of base-to-new runs (e.g. the testbed accuracy tool's --output); with --grid, "
+                             "several")
+    parser.add_argument("--grid", nargs="+", default=None, metavar="KEY",
+                        help="pool the folders and key each run by these config values: each single-stage method's "
+                             "H per setting, and tau at each method's best setting and over every choice of settings")
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over seeds")
     parser.add_argument("--json", default="", help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    result = proxy_report(collect(args.root, args.datasets), n_boot=args.bootstrap)
+    if args.grid:
+        print(grid_report(args.root, args.grid, args.datasets))
+        return 0
+    if len(args.root) > 1:
+        parser.error("several folders need --grid")
+    result = proxy_report(collect(args.root[0], args.datasets), n_boot=args.bootstrap)
     print(render(result))
     if args.json:
         from vlpeft.engine.utils import atomic_write_text
