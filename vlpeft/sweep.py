@@ -2,7 +2,8 @@
 
     python -m vlpeft.sweep --trainer DIP --config-file configs/trainers/DIP/vit_b16_ep20_ctxv1.yaml --root $DATA \\
         --datasets configs/datasets/eurosat.yaml configs/datasets/dtd.yaml --seeds 1 2 3 \\
-        --grid TRAINER.DIP.DROPOUT=0.1,0.25,0.5 OPTIM.MAX_EPOCH=10,20,50 [--subsample base] [KEY VALUE ...]
+        --grid TRAINER.DIP.DROPOUT=0.1,0.25,0.5 OPTIM.MAX_EPOCH=10,20,50 [--subsample base] [--objective h] \\
+        [KEY VALUE ...]
 
 Every grid point x dataset x seed is a real training run (in-process ``train.py``) on the ``--subsample`` classes
 (base by default, as base-to-new trains) with ``--shots`` shots, whose final evaluation is on the few-shot **val**
