@@ -86,7 +86,7 @@ def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16
     if objective == "h" and subsample != "base":
         raise ValueError("--objective h splits the base classes in two; it needs --subsample base")
     keys = [key for key, _ in grid]
-    rows, held_out = [], {}
+    scored = []  # (point, its selection.json entry)
     for values in itertools.product(*[vals for _, vals in grid]):
         point = list(zip(keys, values))
         accuracies, new_accuracies = [], []
@@ -108,32 +108,29 @@ def sweep(trainer, config_file, datasets, seeds, grid, output, root="", shots=16
                 print(f"{point_name(point)} {name} seed{seed}: val accuracy {base:.2f} (pseudo-base) / "
                       f"{new:.2f} (pseudo-new)")
         if objective == "accuracy":
-            score = statistics.mean(accuracies)
+            entry = {"point": dict(point), "mean": statistics.mean(accuracies), "accuracies": accuracies}
         else:
-            held_out[point_name(point)] = new_accuracies
-            score = harmonic(statistics.mean(accuracies), statistics.mean(new_accuracies))
-        rows.append((point, score, accuracies))
-    rows.sort(key=lambda row: -round(row[1], 6))  # stable: equal means (up to float summation noise) keep grid order
+            base, new = statistics.mean(accuracies), statistics.mean(new_accuracies)
+            entry = {"point": dict(point), "mean": harmonic(base, new), "accuracies": accuracies, "base": base,
+                     "new": new, "new_accuracies": new_accuracies}
+        scored.append((point, entry))
+    # stable: equal scores (up to float summation noise) keep grid order
+    scored.sort(key=lambda item: -round(item[1]["mean"], 6))
 
     def describe(point):
         return ", ".join(f"{k} {v}" for k, v in point)
 
     if objective == "accuracy":
-        table = [[describe(point), f"{mean:.2f}", f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"]
-                 for point, mean, accs in rows]
+        table = [[describe(point), f"{e['mean']:.2f}",
+                  f"{statistics.stdev(e['accuracies']):.2f}" if len(e["accuracies"]) > 1 else "-"]
+                 for point, e in scored]
         print(tabulate(table, headers=["point", "mean val accuracy", "std"]))
     else:
-        table = [[describe(point), f"{statistics.mean(accs):.2f}",
-                  f"{statistics.mean(held_out[point_name(point)]):.2f}", f"{h:.2f}"] for point, h, accs in rows]
+        table = [[describe(point), f"{e['base']:.2f}", f"{e['new']:.2f}", f"{e['mean']:.2f}"] for point, e in scored]
         print(tabulate(table, headers=["point", "pseudo-base val", "pseudo-new val", "H"]))
+    rows = [(point, e["mean"], e["accuracies"]) for point, e in scored]
     best = rows[0]
-    points = []
-    for p, score, accs in rows:
-        entry = {"point": dict(p), "mean": score, "accuracies": accs}
-        if objective == "h":
-            entry.update(base=statistics.mean(accs), new=statistics.mean(held_out[point_name(p)]),
-                         new_accuracies=held_out[point_name(p)])
-        points.append(entry)
+    points = [e for _, e in scored]
     selection = {"trainer": trainer, "config_file": config_file, "datasets": list(datasets), "seeds": list(seeds),
                  "shots": shots, "subsample": subsample, "split": "val", "objective": objective,
                  "best": dict(best[0]),

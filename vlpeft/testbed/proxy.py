@@ -68,6 +68,12 @@ def published_method(trainer):
     return published.method_for(name, variant) if name == "DPC" else None
 
 
+def published_h(trainer):
+    """The published 11-dataset base-to-new H of ``trainer``'s method (:func:`published_method`), or None."""
+    method = published_method(trainer)
+    return published.lookup(method, "base2new", "average", "H") if method else None
+
+
 def t_interval(values, level=0.95):
     """(mean, half-width) of the Student-t confidence interval of the mean; half-width nan for one value."""
     from scipy import stats
@@ -80,16 +86,20 @@ def t_interval(values, level=0.95):
     return mean, stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
 
 
-def collect(root, datasets=None):
-    """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``root``."""
+def _b2n_runs(root, datasets=None):
+    """The finished base-to-new runs (base or new half) under ``root``, on ``datasets`` if given."""
     from vlpeft.results import find_runs
 
-    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for run in find_runs(root, check_stale=False):
-        if run.protocol != "base2new" or run.accuracy is None or run.split not in ("base", "new"):
-            continue
-        if datasets and run.dataset not in datasets:
-            continue
+        if run.protocol == "base2new" and run.accuracy is not None and run.split in ("base", "new") \
+                and (not datasets or run.dataset in datasets):
+            yield run
+
+
+def collect(root, datasets=None):
+    """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``root``."""
+    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for run in _b2n_runs(root, datasets):
         runs[run.trainer][run.seed][run.dataset][run.split] = run.accuracy
     return runs
 
@@ -122,8 +132,7 @@ def proxy_report(runs, n_boot=2000, seed=0):
         base, new, h = method_h(per_seed, seeds)
         per_seed_numbers = [method_h(per_seed, [s]) for s in seeds]
         ci = [t_interval([p[i] for p in per_seed_numbers])[1] for i in range(3)]
-        method = published_method(trainer)
-        pub = published.lookup(method, "base2new", "average", "H") if method else None
+        method, pub = published_method(trainer), published_h(trainer)
         rows.append({"trainer": trainer, "seeds": len(seeds), "base": base, "new": new, "H": h,
                      "base_ci": ci[0], "new_ci": ci[1], "H_ci": ci[2], "published_method": method,
                      "published_H": pub})
@@ -159,15 +168,11 @@ def collect_settings(roots, keys, datasets=None):
     one setting (a second stage trained on different first-stage runs) are returned apart, as the second value."""
     import yaml
 
-    from vlpeft.results import config_value, find_runs
+    from vlpeft.results import config_value
 
     found, ambiguous = defaultdict(lambda: defaultdict(lambda: defaultdict(dict))), set()
     for root in roots:
-        for run in find_runs(root, check_stale=False):
-            if run.protocol != "base2new" or run.accuracy is None or run.split not in ("base", "new"):
-                continue
-            if datasets and run.dataset not in datasets:
-                continue
+        for run in _b2n_runs(root, datasets):
             with open(osp.join(run.path, "config.yaml")) as f:
                 config = yaml.safe_load(f)
             setting = []
@@ -183,14 +188,14 @@ def collect_settings(roots, keys, datasets=None):
     return {k: v for k, v in found.items() if k[0] not in ambiguous}, sorted(ambiguous)
 
 
-def grid_taus(h_by_setting, published_h, max_combinations=2_000_000):
-    """Kendall tau against ``published_h`` ({trainer: H}) when each trainer of ``h_by_setting`` ({trainer: {setting:
-    H}}) takes its best setting, and the highest and lowest tau over every choice of one setting per trainer (None
-    past ``max_combinations``). Returns {"best_per_method": tau, "max": (tau, choice), "min": (tau, choice)}."""
+def grid_taus(h_by_setting, published_by_trainer, max_combinations=2_000_000):
+    """Kendall tau against ``published_by_trainer`` ({trainer: H}) when each trainer of ``h_by_setting`` ({trainer:
+    {setting: H}}) takes its best setting, and the highest and lowest tau over every choice of one setting per
+    trainer (None past ``max_combinations``). Returns {"best_per_method": tau, "max": (tau, choice), "min": (tau, choice)}."""
     import itertools
 
     trainers = sorted(h_by_setting)
-    target = [published_h[t] for t in trainers]
+    target = [published_by_trainer[t] for t in trainers]
     result = {"best_per_method": kendall_tau([max(h_by_setting[t].values()) for t in trainers], target)[0],
               "max": None, "min": None}
     if math.prod(len(h_by_setting[t]) for t in trainers) > max_combinations:
@@ -214,15 +219,11 @@ def grid_report(roots, keys, datasets=None):
     from vlpeft.testbed.accuracy import backbone_of
 
     found, ambiguous = collect_settings(roots, keys, datasets)
-    h_by_setting, published_h = defaultdict(dict), {}
+    h_by_setting, target = defaultdict(dict), {}
     for (trainer, setting), per_seed in sorted(found.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        method = published_method(trainer)
-        if method is None or backbone_of(trainer) is not None:
+        target[trainer] = published_h(trainer)
+        if target[trainer] is None or backbone_of(trainer) is not None or not complete({trainer: per_seed})[0]:
             continue
-        kept, _ = complete({trainer: per_seed})
-        if not kept:
-            continue
-        published_h[trainer] = published.lookup(method, "base2new", "average", "H")
         h_by_setting[trainer][setting] = method_h(per_seed, sorted(per_seed))[2]
 
     def shown(trainer):  # the keys that tell the trainer's settings apart (the first key when it has one)
@@ -232,11 +233,11 @@ def grid_report(roots, keys, datasets=None):
     def name(trainer, setting):
         return ", ".join(f"{keys[i].split('.')[-1]} {setting[i]}" for i in shown(trainer))
 
-    rows = [[t, published_h[t], "; ".join(f"{name(t, s)}: {h:.2f}" for s, h in h_by_setting[t].items())]
-            for t in sorted(h_by_setting, key=lambda t: -published_h[t])]
+    rows = [[t, target[t], "; ".join(f"{name(t, s)}: {h:.2f}" for s, h in h_by_setting[t].items())]
+            for t in sorted(h_by_setting, key=lambda t: -target[t])]
     lines = [tabulate(rows, headers=["trainer", "published H", "testbed H per setting"])]
     if len(h_by_setting) >= 2:
-        taus = grid_taus(h_by_setting, published_h)
+        taus = grid_taus(h_by_setting, target)
         lines.append(f"Kendall tau over {len(h_by_setting)} single-stage methods, each at its best setting: "
                      f"{taus['best_per_method']:.3f}")
         if taus["max"] and any(len(v) > 1 for v in h_by_setting.values()):
