@@ -108,5 +108,24 @@ def test_grid_report_pools_folders_by_setting(tmp_path):
     assert "each at its best setting: 1.000" in text and "highest 1.000" in text and "lowest 1.000" in text
     assert "Left out (different runs under one setting): DPC" in text
     assert proxy.main([str(tmp_path / "a"), str(tmp_path / "b"), "--grid", "OPTIM.LR"]) == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # pooled without --grid, CoOp's runs disagree
         proxy.main([str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_collect_pools_folders_of_different_datasets(tmp_path, capsys):
+    both, first, second = (str(tmp_path / n) for n in ("both", "first", "second"))
+    for trainer, (b, n) in {"CoOp": (70, 50), "MaPLe": (80, 60)}.items():
+        for seed in (1, 2):
+            for dataset, root in (("TestbedScenes", first), ("TestbedWarmLight", second)):
+                shift = seed + (dataset == "TestbedWarmLight")
+                _write(both, dataset, trainer, seed, b + shift, n - shift)
+                _write(root, dataset, trainer, seed, b + shift, n - shift)
+    pooled = proxy.collect([first, second])
+    assert json.dumps(pooled, sort_keys=True) == json.dumps(proxy.collect(both), sort_keys=True)
+    assert set(pooled["CoOp"][2]) == {"TestbedScenes", "TestbedWarmLight"}
+    assert proxy.collect([first, first]) == proxy.collect(first)  # the same run twice agrees
+    _write(str(tmp_path / "other"), "TestbedScenes", "CoOp", 1, 10, 10)
+    with pytest.raises(ValueError, match="CoOp seed 1 on TestbedScenes"):
+        proxy.collect([first, str(tmp_path / "other")])
+    assert proxy.main([first, second, "--bootstrap", "20"]) == 0
+    assert "Kendall tau" in capsys.readouterr().out

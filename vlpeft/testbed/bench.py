@@ -4,9 +4,10 @@ published base-to-new H.
     python -m vlpeft.testbed.bench --proxy                          # output/testbed_proxy, 2 worker processes
     python -m vlpeft.testbed.bench --proxy --trainers CoOp MaPLe --seeds 1 2 --workers 1
 
-The proxy datasets (:data:`vlpeft.testbed.datasets.PROXY_DATASETS`) are the testbed datasets of three kinds (scene,
-fine-grained attribute, domain shift) on which a linear probe on the frozen 16-shot base features beats zero-shot by at
-least 15 points (``python -m vlpeft.testbed.probe``), so prompt learners have room to learn. The trainers
+The proxy datasets (:data:`vlpeft.testbed.datasets.PROXY_DATASETS`) are testbed datasets of three kinds (scene,
+fine-grained attribute, domain shift) with the real suite's profile (``python -m vlpeft.testbed.probe``): a linear
+probe on the frozen 16-shot base features beats zero-shot by at least 15 points, so prompt learners have room to
+learn, and zero-shot CLIP names both halves at least 3x better than chance, so there is something to keep. The trainers
 (:func:`proxy_trainers`) are every trainer with a testbed config, with the variants that are published methods
 (DPC on each backbone) and without those that are not (ablation rows, recipe options); a second-stage trainer (DPC,
 DPL) runs its first stage on the same dataset and seed first.
@@ -23,7 +24,7 @@ hyperparameter: every trainer runs its testbed config as shipped, unless ``--sel
 (``python -m vlpeft.sweep``, on the val split) whose selected values a trainer should run with instead:
 
     python -m vlpeft.sweep --trainer CoOp --config-file configs/trainers/CoOp/testbed.yaml --seeds 1 \
-        --datasets TestbedScenes TestbedShades TestbedColourCast --grid OPTIM.LR=0.0006,0.002,0.006 \
+        --datasets TestbedScenes TestbedDarkShades TestbedWarmLight --grid OPTIM.LR=0.0006,0.002,0.006 \
         --output output/testbed_select/CoOp
     python -m vlpeft.testbed.bench --proxy --selections output/testbed_select --output output/testbed_proxy_selected
 """

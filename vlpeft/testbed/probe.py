@@ -1,7 +1,8 @@
-"""Linear probe vs zero-shot on the testbed's base-to-new base half: do the frozen image features hold more than
-zero-shot naming finds?
+"""Linear probe vs zero-shot on the testbed's base-to-new halves: do the frozen image features hold more than
+zero-shot naming finds on the base half (room to learn), and does zero-shot CLIP name both halves well above chance
+(transfer, as on the real suite)?
 
-    python -m vlpeft.testbed.probe                                   # 4 datasets, seeds 1 2 3
+    python -m vlpeft.testbed.probe                                   # every testbed dataset, seeds 1 2 3
     python -m vlpeft.testbed.probe --datasets TestbedScenes --seeds 1 --json probe.json
 
 Per dataset and seed, the data is built as ``python -m vlpeft.testbed.accuracy`` builds ZeroshotCLIP's base run
@@ -9,13 +10,15 @@ Per dataset and seed, the data is built as ``python -m vlpeft.testbed.accuracy``
 trainer is built), so the 16-shot sample is the one ``train.py`` draws for that seed. The frozen testbed CLIP's
 normalised image features (test transform, no augmentation) are computed once; then
 
-* zero-shot: ZeroshotCLIP's classifier (the dataset's template) on the base test split;
+* zero-shot: ZeroshotCLIP's classifier (the dataset's template) on the base test split, and on the new test split
+  (a ZeroshotCLIP built the same way with ``DATASET.SUBSAMPLE_CLASSES new``);
 * probe: multinomial logistic regression (torch, L-BFGS, cross-entropy + L2 weight decay on the weights), the
   decay chosen on the few-shot val split from ``WEIGHT_DECAYS`` (ties: the larger decay), accuracy on the base
   test split.
 
-The table gives the means over seeds, the gap probe - zero-shot, and whether the gap meets the criterion (probe at
-least ``--criterion`` = 15 points above zero-shot).
+The table gives the means over seeds, the gap probe - zero-shot on the base half, and the two criteria: room (probe
+at least ``--criterion`` = 15 points above zero-shot) and transfer (zero-shot at least ``--transfer`` = 3 times
+chance on both halves).
 """
 import argparse
 import json
@@ -79,8 +82,8 @@ def linear_probe(train, val, test, num_classes, weight_decays=WEIGHT_DECAYS):
     return {"accuracy": accuracy(predict(params, test[0]), test[1]), "weight_decay": wd, "val_accuracy": val_acc}
 
 
-def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS):
-    """ZeroshotCLIP on the base half of ``dataset`` with ``shots`` shots, configured and seeded as
+def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS, subsample="base"):
+    """ZeroshotCLIP on the ``subsample`` half of ``dataset`` with ``shots`` shots, configured and seeded as
     ``vlpeft.testbed.accuracy.base_to_new`` runs it through ``train.py`` (nothing is written but the few-shot cache
     and, on first use, the generated dataset)."""
     import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
@@ -90,7 +93,7 @@ def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS):
 
     argv = ["--root", root, "--seed", str(seed), "--trainer", "ZeroshotCLIP", "--config-file",
             config_file("ZeroshotCLIP"), "--eval-only", "--output-dir", output_dir,
-            "DATASET.NAME", dataset, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "base"]
+            "DATASET.NAME", dataset, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample]
     cfg = setup_cfg(build_parser().parse_args(argv))
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
@@ -116,31 +119,43 @@ def extract(trainer, items):
     return torch.cat(feats), torch.cat(labels).long()
 
 
+def zero_shot_accuracy(trainer, items):
+    """Accuracy (%) of ``trainer``'s zero-shot classifier on ``items``, with their (image features, labels)."""
+    features, labels = extract(trainer, items)
+    return accuracy((features @ trainer.model.text_features.float().cpu().t()).argmax(-1), labels), (features, labels)
+
+
 def probe_one(dataset, seed, root="", shots=SHOTS, weight_decays=WEIGHT_DECAYS, quiet=True):
-    """Zero-shot and linear-probe accuracy (%) on the base test split of ``dataset`` for one seed."""
+    """Zero-shot accuracy (%) on the base and new test splits of ``dataset`` and linear-probe accuracy on the base
+    one, for one seed."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="vlpeft-probe-") as out, _quiet(quiet):
         trainer = build_zeroshot_trainer(dataset, seed, out, root, shots)
         ds = trainer.dm.dataset
         train = extract(trainer, ds.train_x)
         val = extract(trainer, ds.val) if ds.val else None
-        test = extract(trainer, ds.test)
+        zero_shot, test = zero_shot_accuracy(trainer, ds.test)
         num_classes = trainer.dm.num_classes
-        zs_logits = test[0] @ trainer.model.text_features.float().cpu().t()
-        zero_shot = accuracy(zs_logits.argmax(-1), test[1])
+        new = build_zeroshot_trainer(dataset, seed, out, root, shots, subsample="new")
+        zero_shot_new, _ = zero_shot_accuracy(new, new.dm.dataset.test)
+        num_new = new.dm.num_classes
         torch.manual_seed(seed)
         probe = linear_probe(train, val, test, num_classes, weight_decays)
     return {"dataset": dataset, "seed": seed, "zero_shot": zero_shot, "probe": probe["accuracy"],
+            "zero_shot_new": zero_shot_new, "chance": 100.0 / num_classes, "chance_new": 100.0 / num_new,
             "weight_decay": probe["weight_decay"], "probe_val": probe["val_accuracy"], "num_classes": num_classes,
             "n_train": len(train[1]), "n_val": len(val[1]) if val else 0, "n_test": len(test[1]),
             "elapsed_s": time.time() - t0}
 
 
-def summarise(runs, criterion=15.0):
-    """runs: per-seed dicts of one dataset -> the row's numbers (means over seeds)."""
-    zs = float(np.mean([r["zero_shot"] for r in runs]))
-    pr = float(np.mean([r["probe"] for r in runs]))
+def summarise(runs, criterion=15.0, transfer=3.0):
+    """runs: per-seed dicts of one dataset -> the row's numbers (means over seeds) and its two criteria: room (probe
+    >= zero-shot + ``criterion`` on the base half) and transfer (zero-shot >= ``transfer`` x chance on both halves)."""
+    zs, pr, zs_new = (float(np.mean([r[k] for r in runs])) for k in ("zero_shot", "probe", "zero_shot_new"))
+    chance, chance_new = runs[0]["chance"], runs[0]["chance_new"]
     return {"zero_shot": zs, "probe": pr, "gap": pr - zs, "meets_criterion": bool(pr - zs >= criterion),
+            "zero_shot_new": zs_new, "chance": chance, "chance_new": chance_new,
+            "meets_transfer": bool(zs >= transfer * chance and zs_new >= transfer * chance_new),
             "seeds": [r["seed"] for r in runs], "runs": runs}
 
 
@@ -152,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--shots", type=int, default=SHOTS)
     parser.add_argument("--root", default="", help="dataset root (default: generated in the cache)")
     parser.add_argument("--criterion", type=float, default=15.0, help="points the probe must beat zero-shot by")
+    parser.add_argument("--transfer", type=float, default=3.0,
+                        help="multiple of chance zero-shot must reach on both halves")
     parser.add_argument("--json", default="", help="write the numbers to this file (atomically)")
     parser.add_argument("--verbose", action="store_true", help="show the trainer's console output")
     args = parser.parse_args(argv)
@@ -164,16 +181,21 @@ def main(argv=None):
             runs.append(r)
             print(f"{dataset} seed{seed}: zero-shot {r['zero_shot']:.1f} probe {r['probe']:.1f} "
                   f"(wd {r['weight_decay']:g}, {r['elapsed_s']:.0f}s)", flush=True)
-        summary[dataset] = summarise(runs, args.criterion)
-    rows = [[d, f"{s['zero_shot']:.2f}", f"{s['probe']:.2f}", f"{s['gap']:+.2f}",
-             "yes" if s["meets_criterion"] else "no"] for d, s in summary.items()]
-    print(f"\nBase half, {args.shots} shots, mean over seeds {' '.join(map(str, args.seeds))}; criterion: probe >= "
-          f"zero-shot + {args.criterion:g} points\n")
-    print(tabulate(rows, headers=["dataset", "zero-shot", "probe", "gap", "meets criterion"]))
+        summary[dataset] = summarise(runs, args.criterion, args.transfer)
+    yes = {True: "yes", False: "no"}
+    rows = [[d, f"{s['zero_shot']:.2f}", f"{s['probe']:.2f}", f"{s['gap']:+.2f}", yes[s["meets_criterion"]],
+             f"{s['zero_shot_new']:.2f}", f"{s['chance']:.1f} / {s['chance_new']:.1f}", yes[s["meets_transfer"]]]
+            for d, s in summary.items()]
+    print(f"\n{args.shots} shots, mean over seeds {' '.join(map(str, args.seeds))}; room: probe >= zero-shot + "
+          f"{args.criterion:g} points on the base half; transfer: zero-shot >= {args.transfer:g} x chance on both "
+          f"halves\n")
+    print(tabulate(rows, headers=["dataset", "zero-shot base", "probe base", "gap", "room", "zero-shot new",
+                                  "chance base / new", "transfer"]))
     elapsed = time.time() - start
     print(f"\n{elapsed:.0f}s")
     if args.json:
-        record = {"shots": args.shots, "seeds": args.seeds, "criterion": args.criterion, "elapsed_s": elapsed,
+        record = {"shots": args.shots, "seeds": args.seeds, "criterion": args.criterion,
+                  "transfer": args.transfer, "elapsed_s": elapsed,
                   "datasets": summary}
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")

@@ -2,11 +2,11 @@
 / H with 95% confidence intervals over seeds, the rank of each method, and Kendall's tau between the methods' H on the
 testbed and their published 11-dataset H (``vlpeft.published``), with a bootstrap interval over seeds.
 
-    python -m vlpeft.testbed.proxy OUTPUT [--datasets TestbedScenes ...] [--bootstrap 2000] [--json PATH]
+    python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] [--datasets TestbedScenes ...] [--bootstrap 2000] [--json PATH]
     python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] --grid OPTIM.LR [KEY ...]
 
 ``OUTPUT`` holds base-to-new runs (``python -m vlpeft.testbed.accuracy --protocols b2n --output OUTPUT``, or any
-folder ``python -m vlpeft.results`` reads). A method's H is computed as the papers do: base and new averaged over
+folder ``python -m vlpeft.results`` reads); several folders are pooled (a run found in two must agree). A method's H is computed as the papers do: base and new averaged over
 seeds per dataset, then over the datasets, then their harmonic mean. The confidence intervals are Student-t
 intervals over the seeds of the per-seed (dataset-averaged) numbers; the bootstrap resamples the seeds, the same draw
 for every method (the seeds are shared), and recomputes tau.
@@ -96,11 +96,18 @@ def _b2n_runs(root, datasets=None):
             yield run
 
 
-def collect(root, datasets=None):
-    """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``root``."""
+def collect(roots, datasets=None):
+    """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``roots``
+    (a folder, or several pooled: a run found in two of them must have the same accuracy, else ValueError)."""
     runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for run in _b2n_runs(root, datasets):
-        runs[run.trainer][run.seed][run.dataset][run.split] = run.accuracy
+    for root in [roots] if isinstance(roots, str) else roots:
+        for run in _b2n_runs(root, datasets):
+            cell = runs[run.trainer][run.seed][run.dataset]
+            if run.split in cell and abs(cell[run.split] - run.accuracy) > 1e-9:
+                raise ValueError(f"{run.trainer} seed {run.seed} on {run.dataset} ({run.split}) is in several of "
+                                 f"{roots} with different accuracies ({cell[run.split]} and {run.accuracy} in "
+                                 f"{run.path}): pool folders of the same settings only")
+            cell[run.split] = run.accuracy
     return runs
 
 
@@ -279,8 +286,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="+",
-                        help="a folder of base-to-new runs (e.g. the testbed accuracy tool's --output); with --grid, "
-                             "several")
+                        help="a folder of base-to-new runs (e.g. the testbed accuracy tool's --output); several are "
+                             "pooled")
     parser.add_argument("--grid", nargs="+", default=None, metavar="KEY",
                         help="pool the folders and key each run by these config values: each single-stage method's "
                              "H per setting, and tau at each method's best setting and over every choice of settings")
@@ -291,9 +298,11 @@ def main(argv=None):
     if args.grid:
         print(grid_report(args.root, args.grid, args.datasets))
         return 0
-    if len(args.root) > 1:
-        parser.error("several folders need --grid")
-    result = proxy_report(collect(args.root[0], args.datasets), n_boot=args.bootstrap)
+    try:
+        runs = collect(args.root, args.datasets)
+    except ValueError as e:
+        parser.error(str(e))
+    result = proxy_report(runs, n_boot=args.bootstrap)
     print(render(result))
     if args.json:
         from vlpeft.engine.utils import atomic_write_text

@@ -11,8 +11,8 @@ Split of the world used by the testbed (see :mod:`vlpeft.testbed.datasets`):
   :data:`HELD_OUT_PAIRS` (neither as images nor in captions);
 * downstream datasets then shift the distribution: a new style (``sketch``), held-out colour-shape pairs, a
   fine-grained pattern x similar-shape task, backgrounds pretraining never shows (:data:`SCENE_BACKGROUNDS`), dark
-  and light shades of four colours (:data:`SHADE_COLOURS`) and a coloured light over the whole image
-  (:func:`cast_light`).
+  and light shades of colours (:data:`SHADE_COLOURS`, :func:`colour_rgb`) and a coloured light over the whole image
+  (:func:`cast_light`, at full strength or at half).
 """
 import math
 import random
@@ -53,8 +53,15 @@ SHADE_COLOURS = {f"{shade} {hue}": _shade(COLOURS[hue], shade) for hue in SHADE_
 
 
 def colour_rgb(name):
-    """RGB of an object colour: one of :data:`COLOURS` or of the testbed-only :data:`SHADE_COLOURS`."""
-    return COLOURS[name] if name in COLOURS else SHADE_COLOURS[name]
+    """RGB of an object colour: one of :data:`COLOURS`, or a testbed-only shade of one ("dark yellow", "light red";
+    :data:`SHADE_COLOURS` lists those of TestbedShades)."""
+    if name in COLOURS:
+        return COLOURS[name]
+    shade, _, hue = name.partition(" ")
+    if shade not in SHADE_FACTORS or hue not in COLOURS:
+        raise KeyError(f"unknown testbed colour {name!r}: one of {sorted(COLOURS)}, or 'dark <colour>' / "
+                       f"'light <colour>'")
+    return _shade(COLOURS[hue], shade)
 
 
 STYLES = ["photo", "painting", "sketch"]
@@ -280,6 +287,8 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Image.Image:
 
 #: the light of TestbedColourCast: a warm (sodium-lamp-like) illuminant that scales each channel of the whole image
 CAST_LIGHT = (1.0, 0.7, 0.35)
+#: the light of TestbedWarmLight: the same illuminant at half strength (each factor halfway between 1 and CAST_LIGHT's)
+WARM_LIGHT = (1.0, 0.85, 0.675)
 
 
 def cast_light(image: Image.Image, light=CAST_LIGHT) -> Image.Image:
