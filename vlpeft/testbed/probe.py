@@ -179,7 +179,8 @@ def main(argv=None):
         for seed in args.seeds:
             r = probe_one(dataset, seed, args.root, args.shots, quiet=not args.verbose)
             runs.append(r)
-            print(f"{dataset} seed{seed}: zero-shot {r['zero_shot']:.1f} probe {r['probe']:.1f} "
+            print(f"{dataset} seed{seed}: zero-shot {r['zero_shot']:.1f} (new half {r['zero_shot_new']:.1f}) "
+                  f"probe {r['probe']:.1f} "
                   f"(wd {r['weight_decay']:g}, {r['elapsed_s']:.0f}s)", flush=True)
         summary[dataset] = summarise(runs, args.criterion, args.transfer)
     yes = {True: "yes", False: "no"}
@@ -190,7 +191,7 @@ def main(argv=None):
           f"{args.criterion:g} points on the base half; transfer: zero-shot >= {args.transfer:g} x chance on both "
           f"halves\n")
     print(tabulate(rows, headers=["dataset", "zero-shot base", "probe base", "gap", "room", "zero-shot new",
-                                  "chance base / new", "transfer"]))
+                                  "chance base / new", "transfer"], disable_numparse=True))  # keeps the gap's sign
     elapsed = time.time() - start
     print(f"\n{elapsed:.0f}s")
     if args.json:
