@@ -6,10 +6,10 @@ testbed and their published 11-dataset H (``vlpeft.published``), with a bootstra
     python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] --grid OPTIM.LR [KEY ...]
 
 ``OUTPUT`` holds base-to-new runs (``python -m vlpeft.testbed.accuracy --protocols b2n --output OUTPUT``, or any
-folder ``python -m vlpeft.results`` reads); several folders are pooled (a run found in two must agree). A method's H is computed as the papers do: base and new averaged over
-seeds per dataset, then over the datasets, then their harmonic mean. The confidence intervals are Student-t
-intervals over the seeds of the per-seed (dataset-averaged) numbers; the bootstrap resamples the seeds, the same draw
-for every method (the seeds are shared), and recomputes tau.
+folder ``python -m vlpeft.results`` reads); several folders are pooled (a run found in two must agree). A method's H
+is computed as the papers do: base and new averaged over seeds per dataset, then over the datasets, then their
+harmonic mean. The confidence intervals are Student-t intervals over the seeds of the per-seed (dataset-averaged)
+numbers; the bootstrap resamples the seeds, the same draw for every method (the seeds are shared), and recomputes tau.
 """
 import argparse
 import json
@@ -96,6 +96,14 @@ def _b2n_runs(root, datasets=None):
             yield run
 
 
+def _record(cell, run):
+    """Put ``run``'s accuracy in ``cell`` (``{"base": acc, "new": acc}``); False when it disagrees with one already
+    there (the same run found in two folders must agree)."""
+    agrees = run.split not in cell or abs(cell[run.split] - run.accuracy) <= 1e-9
+    cell[run.split] = run.accuracy
+    return agrees
+
+
 def collect(roots, datasets=None):
     """``{trainer: {seed: {dataset: {"base": acc, "new": acc}}}}`` of the finished base-to-new runs under ``roots``
     (a folder, or several pooled: a run found in two of them must have the same accuracy, else ValueError)."""
@@ -103,11 +111,11 @@ def collect(roots, datasets=None):
     for root in [roots] if isinstance(roots, str) else roots:
         for run in _b2n_runs(root, datasets):
             cell = runs[run.trainer][run.seed][run.dataset]
-            if run.split in cell and abs(cell[run.split] - run.accuracy) > 1e-9:
+            earlier = cell.get(run.split)
+            if not _record(cell, run):
                 raise ValueError(f"{run.trainer} seed {run.seed} on {run.dataset} ({run.split}) is in several of "
-                                 f"{roots} with different accuracies ({cell[run.split]} and {run.accuracy} in "
+                                 f"{roots} with different accuracies ({earlier} and {run.accuracy} in "
                                  f"{run.path}): pool folders of the same settings only")
-            cell[run.split] = run.accuracy
     return runs
 
 
@@ -188,17 +196,16 @@ def collect_settings(roots, keys, datasets=None):
                     setting.append(config_value(config, key))
                 except KeyError:
                     setting.append(None)
-            cell = found[(run.trainer, tuple(setting))][run.seed][run.dataset]
-            if run.split in cell and abs(cell[run.split] - run.accuracy) > 1e-9:
+            if not _record(found[(run.trainer, tuple(setting))][run.seed][run.dataset], run):
                 ambiguous.add(run.trainer)
-            cell[run.split] = run.accuracy
     return {k: v for k, v in found.items() if k[0] not in ambiguous}, sorted(ambiguous)
 
 
 def grid_taus(h_by_setting, published_by_trainer, max_combinations=2_000_000):
     """Kendall tau against ``published_by_trainer`` ({trainer: H}) when each trainer of ``h_by_setting`` ({trainer:
     {setting: H}}) takes its best setting, and the highest and lowest tau over every choice of one setting per
-    trainer (None past ``max_combinations``). Returns {"best_per_method": tau, "max": (tau, choice), "min": (tau, choice)}."""
+    trainer (None past ``max_combinations``). Returns {"best_per_method": tau, "max": (tau, choice), "min": (tau,
+    choice)}."""
     import itertools
 
     trainers = sorted(h_by_setting)
