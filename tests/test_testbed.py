@@ -170,6 +170,30 @@ def test_pretraining_learns_on_a_toy_budget():
     assert not model.training
 
 
+def test_tower_depths_are_options_and_the_loader_reads_them(tmp_path):
+    from vlpeft.clip import load_clip
+    from vlpeft.testbed.pretrain import build_model, save_checkpoint
+
+    shipped, same, deeper = build_model(0), build_model(0, text_layers=4), build_model(0, text_layers=6)
+    for a, b in zip(shipped.state_dict().values(), same.state_dict().values()):
+        assert torch.equal(a, b)  # the shipped architecture's depth: the very same initialisation
+    assert (len(shipped.transformer.resblocks), len(deeper.transformer.resblocks)) == (4, 6)
+    vision = {k: v for k, v in shipped.state_dict().items() if k.startswith("visual.")}
+    assert all(torch.equal(v, deeper.state_dict()[k]) for k, v in vision.items())  # image tower untouched
+    path = str(tmp_path / "t6.pt")
+    save_checkpoint(deeper, path)
+    loaded = load_clip("vlpeft-testbed", path)
+    assert len(loaded.transformer.resblocks) == 6 and len(loaded.visual.transformer.resblocks) == 4
+    tokens = __import__("vlpeft.clip", fromlist=["tokenize"]).tokenize(["a photo of a red ring."])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(tokens), deeper.half().float().encode_text(tokens),
+                                   atol=1e-4, rtol=1e-4)
+    both = build_model(0, text_layers=6, vision_layers=6)
+    save_checkpoint(both, path)
+    loaded = load_clip("vlpeft-testbed", path)
+    assert len(loaded.transformer.resblocks) == len(loaded.visual.transformer.resblocks) == 6
+
+
 needs_checkpoint = pytest.mark.skipif(not osp.isfile(CHECKPOINT), reason="testbed checkpoint not built")
 
 
@@ -283,6 +307,25 @@ def test_probe_matches_train_py_zero_shot(small_testbed, tmp_path):
     assert row["meets_transfer"] == (min(row["zero_shot"], row["zero_shot_new"]) >= 3 * 100 / 6)
 
 
+def test_probe_runs_on_another_tower(small_testbed, tmp_path):
+    from vlpeft.clip import load_clip
+    from vlpeft.testbed.pretrain import build_model, save_checkpoint
+    from vlpeft.testbed.probe import build_zeroshot_trainer, main
+    from vlpeft.trainers.zsclip import zeroshot_text_features
+
+    path = str(tmp_path / "t2.pt")
+    save_checkpoint(build_model(0, text_layers=2), path)
+    opts = ["MODEL.BACKBONE.PATH", path]
+    trainer = build_zeroshot_trainer("TestbedScenes", 1, str(tmp_path / "zs"), small_testbed, opts=opts)
+    expected = zeroshot_text_features(load_clip("vlpeft-testbed", path), trainer.dm.dataset.classnames,
+                                      trainer.templates(), "cpu")
+    torch.testing.assert_close(trainer.model.text_features.cpu(), expected)  # the classifier is the given tower's
+    out = str(tmp_path / "probe.json")
+    main(["--datasets", "TestbedScenes", "--seeds", "1", "--root", small_testbed, "--json", out, *opts])
+    record = json.load(open(out))
+    assert record["opts"] == opts and record["datasets"]["TestbedScenes"]["runs"][0]["n_train"] == 6 * 16
+
+
 @needs_checkpoint
 def test_proxy_datasets_have_the_real_suites_profile(tmp_path_factory):
     """The proxy benchmark's datasets, generated at full size, on seed 1 (docs/TESTBED.md gives seeds 1-5): room to
@@ -322,7 +365,8 @@ def test_bench_proxy_runs_ranks_and_reuses(small_testbed, tmp_path):
     for dataset, tau in result["per_dataset_tau"].items():  # 2 methods, published ZeroshotCLIP 71.70 > CoOp 71.66
         gap = h["ZeroshotCLIP"][dataset] - h["CoOp"][dataset]
         assert (tau == (1.0 if gap > 0 else -1.0)) if gap else tau != tau  # equal H: a tie, tau undefined
-    assert result["cpu_s"] > 0 and osp.isfile(osp.join(str(tmp_path), "proxy.md"))
+    assert result["cpu_s"] > 0 and result["opts"] == ["OPTIM.MAX_EPOCH", "2"]
+    assert "Config overrides for every run: OPTIM.MAX_EPOCH 2" in open(osp.join(str(tmp_path), "proxy.md")).read()
     again = main(argv)  # finished runs are reused, never re-run; the report is the same
     assert all(r["reused"] for r in again["runs"]) and again["rows"] == result["rows"]
 

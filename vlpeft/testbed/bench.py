@@ -244,12 +244,15 @@ def main(argv=None):
     if failed:
         text += "\n\nFailed units (their finished runs are kept; run the command again to resume):\n" + "\n".join(
             f"- {d} seed{s}: {error}" for d, s, error in failed)
+    if args.opts:
+        text += f"\n\nConfig overrides for every run: {' '.join(map(str, args.opts))}"
     if selections:
         text += "\n\nSelected on the val split: " + "; ".join(
             f"{t} {' '.join(map(str, o)) or 'the recipe'}" for t, o in selections.items())
     print(text)
     result.update(runs=records, wall_s=wall, cpu_s=cpu, workers=args.workers, seeds=args.seeds,
-                  datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed], selections=selections)
+                  datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed], selections=selections,
+                  opts=list(args.opts))
     os.makedirs(args.output, exist_ok=True)
     atomic_write_text(osp.join(args.output, "proxy.md"), text + "\n")
     atomic_write_text(osp.join(args.output, "proxy.json"), json.dumps(result, indent=1) + "\n")

@@ -8,7 +8,8 @@ An existing file is never replaced without ``--overwrite``. To use a rebuilt che
 
 Reproducible: a fixed seed fixes the image pool, the captions drawn at every step, the initialisation and the batch
 order. Architecture: ``vlpeft-testbed.json`` (registered with open_clip): ViT 4 x 128 on 64x64 images with 16x16
-patches, text transformer 4 x 128 with CLIP's tokenizer and 77-token context; embedding 128.
+patches, text transformer 4 x 128 with CLIP's tokenizer and 77-token context; embedding 128. ``--text-layers`` and
+``--vision-layers`` build deeper (or shallower) towers of the same width; the loader reads the depths from the file.
 
 Two exact shortcuts keep it within minutes on 2 CPU cores:
 * only the rows of the token-embedding table that the world's words use are trained (the others keep their random
@@ -32,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vlpeft.clip import tokenize
-from vlpeft.testbed import MODEL_NAME, register_model_config
+from vlpeft.testbed import MODEL_CONFIG, MODEL_NAME, register_model_config
 from vlpeft.testbed.world import (BACKGROUNDS, COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, STYLE_WORDS,
                                   caption, caption_with_negative, random_scene, render)
 
@@ -41,12 +42,22 @@ MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
 
-def build_model(seed=0):
+def build_model(seed=0, text_layers=None, vision_layers=None):
+    """The testbed architecture, initialised from ``seed``; ``text_layers`` / ``vision_layers`` change a tower's
+    depth (None: the shipped architecture's)."""
+    import json
+
     import open_clip
 
     register_model_config()
+    with open(MODEL_CONFIG) as f:
+        config = json.load(f)
+    overrides = {}
+    for key, layers in (("text_cfg", text_layers), ("vision_cfg", vision_layers)):
+        if layers is not None and layers != config[key]["layers"]:
+            overrides[key] = {**config[key], "layers": int(layers)}
     torch.manual_seed(seed)
-    return open_clip.create_model(MODEL_NAME, pretrained=None)
+    return open_clip.create_model(MODEL_NAME, pretrained=None, **overrides)
 
 
 def world_token_ids(extra_texts=()):
@@ -148,7 +159,8 @@ def save_checkpoint(model, path):
 
 
 def pretrain(steps=2200, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100, pool_size=60_000, seed=0,
-             log_every=50, eval_every=500, eval_fn=None, threads=None, hard_negatives=True):
+             log_every=50, eval_every=500, eval_fn=None, threads=None, hard_negatives=True, text_layers=None,
+             vision_layers=None):
     """Train and return the open_clip model (fp32). ``eval_fn(model)`` is called every ``eval_every`` steps and at the end.
 
     With ``hard_negatives`` every image also competes against its own caption with one object attribute changed
@@ -160,7 +172,7 @@ def pretrain(steps=2200, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100, 
     t0 = time.time()
     scenes, images = render_pool(pool_size, seed)
     print(f"rendered {pool_size} images in {time.time() - t0:.0f}s", flush=True)
-    model = build_model(seed)
+    model = build_model(seed, text_layers, vision_layers)
     embedding = CompactEmbedding(model.token_embedding, world_token_ids())
     model.token_embedding.weight.requires_grad_(False)
     model.train()
@@ -229,6 +241,12 @@ def main(argv=None):
     parser.add_argument("--pool-size", type=int, default=60_000)
     parser.add_argument("--no-hard-negatives", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-layers", type=int, default=None,
+                        help="blocks of the text transformer (default: the shipped architecture's 4); the loader "
+                             "reads the depths from the checkpoint, so pass the result as MODEL.BACKBONE.PATH")
+    parser.add_argument("--vision-layers", type=int, default=None,
+                        help="blocks of the vision transformer (default: 4). DsRA and DPD-LoRA need towers of "
+                             "equal depth")
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
     if osp.exists(args.out) and not args.overwrite:
@@ -239,7 +257,8 @@ def main(argv=None):
 
         eval_fn = zeroshot_report
     model = pretrain(steps=args.steps, batch_size=args.batch_size, lr=args.lr, pool_size=args.pool_size,
-                     seed=args.seed, eval_fn=eval_fn, hard_negatives=not args.no_hard_negatives)
+                     seed=args.seed, eval_fn=eval_fn, hard_negatives=not args.no_hard_negatives,
+                     text_layers=args.text_layers, vision_layers=args.vision_layers)
     size = save_checkpoint(model, args.out)
     print(f"saved {args.out} ({size / 2**20:.1f} MiB)")
 

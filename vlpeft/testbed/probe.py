@@ -82,10 +82,11 @@ def linear_probe(train, val, test, num_classes, weight_decays=WEIGHT_DECAYS):
     return {"accuracy": accuracy(predict(params, test[0]), test[1]), "weight_decay": wd, "val_accuracy": val_acc}
 
 
-def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS, subsample="base"):
+def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS, subsample="base", opts=()):
     """ZeroshotCLIP on the ``subsample`` half of ``dataset`` with ``shots`` shots, configured and seeded as
     ``vlpeft.testbed.accuracy.base_to_new`` runs it through ``train.py`` (nothing is written but the few-shot cache
-    and, on first use, the generated dataset)."""
+    and, on first use, the generated dataset). ``opts``: config overrides (KEY VALUE ...), e.g. another tower's
+    ``MODEL.BACKBONE.PATH``."""
     import vlpeft.trainers  # noqa: F401  (registers trainers and datasets)
     from vlpeft.cli import build_parser, setup_cfg
     from vlpeft.engine import build_trainer, set_random_seed
@@ -93,7 +94,7 @@ def build_zeroshot_trainer(dataset, seed, output_dir, root="", shots=SHOTS, subs
 
     argv = ["--root", root, "--seed", str(seed), "--trainer", "ZeroshotCLIP", "--config-file",
             config_file("ZeroshotCLIP"), "--eval-only", "--output-dir", output_dir,
-            "DATASET.NAME", dataset, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample]
+            "DATASET.NAME", dataset, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample, *opts]
     cfg = setup_cfg(build_parser().parse_args(argv))
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
@@ -125,18 +126,18 @@ def zero_shot_accuracy(trainer, items):
     return accuracy((features @ trainer.model.text_features.float().cpu().t()).argmax(-1), labels), (features, labels)
 
 
-def probe_one(dataset, seed, root="", shots=SHOTS, weight_decays=WEIGHT_DECAYS, quiet=True):
+def probe_one(dataset, seed, root="", shots=SHOTS, weight_decays=WEIGHT_DECAYS, quiet=True, opts=()):
     """Zero-shot accuracy (%) on the base and new test splits of ``dataset`` and linear-probe accuracy on the base
     one, for one seed."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="vlpeft-probe-") as out, _quiet(quiet):
-        trainer = build_zeroshot_trainer(dataset, seed, out, root, shots)
+        trainer = build_zeroshot_trainer(dataset, seed, out, root, shots, opts=opts)
         ds = trainer.dm.dataset
         train = extract(trainer, ds.train_x)
         val = extract(trainer, ds.val) if ds.val else None
         zero_shot, test = zero_shot_accuracy(trainer, ds.test)
         num_classes = trainer.dm.num_classes
-        new = build_zeroshot_trainer(dataset, seed, out, root, shots, subsample="new")
+        new = build_zeroshot_trainer(dataset, seed, out, root, shots, subsample="new", opts=opts)
         zero_shot_new, _ = zero_shot_accuracy(new, new.dm.dataset.test)
         num_new = new.dm.num_classes
         torch.manual_seed(seed)
@@ -171,13 +172,16 @@ def main(argv=None):
                         help="multiple of chance zero-shot must reach on both halves")
     parser.add_argument("--json", default="", help="write the numbers to this file (atomically)")
     parser.add_argument("--verbose", action="store_true", help="show the trainer's console output")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides for every run (KEY VALUE ...), e.g. MODEL.BACKBONE.PATH of a rebuilt "
+                             "tower")
     args = parser.parse_args(argv)
     start = time.time()
     summary = {}
     for dataset in args.datasets:
         runs = []
         for seed in args.seeds:
-            r = probe_one(dataset, seed, args.root, args.shots, quiet=not args.verbose)
+            r = probe_one(dataset, seed, args.root, args.shots, quiet=not args.verbose, opts=args.opts)
             runs.append(r)
             print(f"{dataset} seed{seed}: zero-shot {r['zero_shot']:.1f} (new half {r['zero_shot_new']:.1f}) "
                   f"probe {r['probe']:.1f} "
@@ -196,7 +200,7 @@ def main(argv=None):
     print(f"\n{elapsed:.0f}s")
     if args.json:
         record = {"shots": args.shots, "seeds": args.seeds, "criterion": args.criterion,
-                  "transfer": args.transfer, "elapsed_s": elapsed,
+                  "transfer": args.transfer, "opts": args.opts, "elapsed_s": elapsed,
                   "datasets": summary}
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
