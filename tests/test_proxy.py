@@ -71,6 +71,12 @@ def test_report_ranks_methods_against_the_published_h(tmp_path):
     assert "Kendall tau" in text and "KgCoOp" in text
     assert proxy.main([root, "--bootstrap", "50", "--json", str(tmp_path / "proxy.json")]) == 0
     assert json.load(open(tmp_path / "proxy.json"))["tau"]["tau"] == 1.0
+    two_json = str(tmp_path / "two.json")
+    assert proxy.main([root, "--trainers", "CoOp", "MaPLe", "--bootstrap", "5", "--json", two_json]) == 0
+    two = json.load(open(tmp_path / "two.json"))
+    assert [r["trainer"] for r in two["rows"]] == ["MaPLe", "CoOp"] and two["tau"]["methods"] == 2
+    with pytest.raises(SystemExit):  # a trainer without runs is an error that lists the ones found
+        proxy.main([root, "--trainers", "CoOp", "IVLP"])
     assert proxy.published_method("DPC_maple") == "DPC+MaPLe" and proxy.published_method("DPL_cycle") is None
 
 

@@ -2,7 +2,8 @@
 / H with 95% confidence intervals over seeds, the rank of each method, and Kendall's tau between the methods' H on the
 testbed and their published 11-dataset H (``vlpeft.published``), with a bootstrap interval over seeds.
 
-    python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] [--datasets TestbedScenes ...] [--bootstrap 2000] [--json PATH]
+    python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] [--datasets TestbedScenes ...] [--trainers CoOp ...]
+                                   [--bootstrap 2000] [--json PATH]
     python -m vlpeft.testbed.proxy OUTPUT [OUTPUT ...] --grid OPTIM.LR [KEY ...]
 
 ``OUTPUT`` holds base-to-new runs (``python -m vlpeft.testbed.accuracy --protocols b2n --output OUTPUT``, or any
@@ -299,6 +300,8 @@ def main(argv=None):
                         help="pool the folders and key each run by these config values: each single-stage method's "
                              "H per setting, and tau at each method's best setting and over every choice of settings")
     parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--trainers", nargs="+", default=None,
+                        help="rank these trainers only (e.g. those that also ran on another tower)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over seeds")
     parser.add_argument("--json", default="", help="also write the numbers to this file")
     args = parser.parse_args(argv)
@@ -309,6 +312,11 @@ def main(argv=None):
         runs = collect(args.root, args.datasets)
     except ValueError as e:
         parser.error(str(e))
+    if args.trainers:
+        missing = sorted(set(args.trainers) - set(runs))
+        if missing:
+            parser.error(f"no runs of {', '.join(missing)} in {', '.join(args.root)}; found: {', '.join(sorted(runs))}")
+        runs = {t: runs[t] for t in args.trainers}
     result = proxy_report(runs, n_boot=args.bootstrap)
     print(render(result))
     if args.json:
