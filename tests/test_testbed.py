@@ -371,6 +371,15 @@ def test_bench_proxy_runs_ranks_and_reuses(small_testbed, tmp_path):
     assert all(r["reused"] for r in again["runs"]) and again["rows"] == result["rows"]
 
 
+def test_bench_refuses_config_overrides_read_as_trainers(tmp_path, capsys):
+    from vlpeft.testbed.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--proxy", "--trainers", "CoOp", "MODEL.BACKBONE.PATH", "t8.pt", "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and not os.listdir(tmp_path)  # nothing generated or run
+    assert "MODEL.BACKBONE.PATH in --trainers looks like a config key" in capsys.readouterr().err
+
+
 def test_bench_reports_a_failed_unit_and_fails(tmp_path, capsys):
     from vlpeft.testbed.bench import main
 

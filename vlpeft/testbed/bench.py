@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import time
 
 from vlpeft.engine.utils import atomic_write_text
@@ -223,6 +224,10 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run (KEY VALUE ...)")
     args = parser.parse_args(argv)
     trainers = args.trainers or proxy_trainers()
+    keys = [t for t in trainers if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", t)]
+    if keys:  # "--trainers CoOp MODEL.BACKBONE.PATH x.pt" reads the overrides as trainer names
+        parser.error(f"{', '.join(keys)} in --trainers looks like a config key: put the config overrides (KEY VALUE "
+                     "...) after every option")
     from vlpeft.testbed.datasets import generate, default_root
 
     for dataset in args.datasets:  # generate once, before the workers share the folder
