@@ -307,7 +307,7 @@ def test_probe_matches_train_py_zero_shot(small_testbed, tmp_path):
     assert row["meets_transfer"] == (min(row["zero_shot"], row["zero_shot_new"]) >= 3 * 100 / 6)
 
 
-def test_probe_runs_on_another_tower(small_testbed, tmp_path):
+def test_probe_runs_on_another_tower(small_testbed, tmp_path, capsys):
     from vlpeft.clip import load_clip
     from vlpeft.testbed.pretrain import build_model, save_checkpoint
     from vlpeft.testbed.probe import build_zeroshot_trainer, main
@@ -322,6 +322,7 @@ def test_probe_runs_on_another_tower(small_testbed, tmp_path):
     torch.testing.assert_close(trainer.model.text_features.cpu(), expected)  # the classifier is the given tower's
     out = str(tmp_path / "probe.json")
     main(["--datasets", "TestbedScenes", "--seeds", "1", "--root", small_testbed, "--json", out, *opts])
+    assert f"config overrides: MODEL.BACKBONE.PATH {path}" in capsys.readouterr().out
     record = json.load(open(out))
     assert record["opts"] == opts and record["datasets"]["TestbedScenes"]["runs"][0]["n_train"] == 6 * 16
 

@@ -193,7 +193,7 @@ def main(argv=None):
             for d, s in summary.items()]
     print(f"\n{args.shots} shots, mean over seeds {' '.join(map(str, args.seeds))}; room: probe >= zero-shot + "
           f"{args.criterion:g} points on the base half; transfer: zero-shot >= {args.transfer:g} x chance on both "
-          f"halves\n")
+          f"halves{'; config overrides: ' + ' '.join(args.opts) if args.opts else ''}\n")
     print(tabulate(rows, headers=["dataset", "zero-shot base", "probe base", "gap", "room", "zero-shot new",
                                   "chance base / new", "transfer"], disable_numparse=True))  # keeps the gap's sign
     elapsed = time.time() - start
