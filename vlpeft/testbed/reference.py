@@ -1,0 +1,188 @@
+"""The reference scale for the proxy benchmark's tau: how well the real benchmark ranks the published methods when only
+some of its datasets are used, and how stable the published ranking itself is.
+
+    python -m vlpeft.testbed.reference                                  # the 11 real datasets, 1 and 3 at a time
+    python -m vlpeft.testbed.reference --datasets imagenet caltech101 oxford_pets stanford_cars oxford_flowers \\
+        fgvc_aircraft                                                   # the panel where DIP's numbers are published
+    python -m vlpeft.testbed.reference --testbed output/testbed_proxy/proxy.json   # the testbed on the same methods
+
+**Subsets of the real suite.** The methods are those the proxy benchmark ranks (its trainers' published methods)
+that have a published base and new accuracy on every dataset of the panel. For every subset of ``k`` datasets of the
+panel, a method's score is computed as the proxy computes it on its datasets (the harmonic mean of the subset's mean
+base and mean new accuracy), and Kendall's tau-b is taken against the target the proxy uses: the published
+11-dataset H. The report gives the tau of each single dataset and, per ``k``, the spread of tau over all subsets.
+
+**Second published numbers.** Some methods were also re-run and published by a later paper (``vlpeft.published``:
+e.g. MaPLe re-run by the DPD-LoRA authors). Substituting such a number for the one the proxy uses moves the method
+in the published ranking; the report counts the pairs of ranked methods whose order that reverses, and the tau
+between the two published rankings.
+
+**The testbed beside them** (``--testbed``, a ``proxy.json`` of ``python -m vlpeft.testbed.bench --proxy``): the
+testbed's tau on the same methods, for its dataset average and for each of its datasets.
+"""
+import argparse
+import json
+import statistics
+from itertools import combinations
+
+from vlpeft import published
+from vlpeft.results import harmonic
+from vlpeft.testbed.proxy import kendall_tau, published_h
+
+# a later paper's re-run of a method, published beside the number the proxy uses: (method, the re-run's method name)
+SECOND_NUMBERS = (("MaPLe", "MaPLe (DPD-LoRA repro)"), ("PromptSRC", "PromptSRC (DPD-LoRA repro)"),
+                  ("CoOp", "CoOp (DPC backbone)"), ("MaPLe", "MaPLe (DPC backbone)"),
+                  ("PromptSRC", "PromptSRC (DPC backbone)"), ("ProGrad", "ProGrad (DIP paper)"))
+
+
+def ranked_methods():
+    """{published method: published 11-dataset H} of every method the proxy benchmark ranks."""
+    from vlpeft.testbed.bench import proxy_trainers
+    from vlpeft.testbed.proxy import published_method
+
+    methods = {}
+    for trainer in proxy_trainers():
+        method = published_method(trainer)
+        if method is not None and published_h(trainer) is not None:
+            methods[method] = published_h(trainer)
+    return methods
+
+
+def per_dataset(methods, datasets):
+    """{method: {dataset: (base, new)}} for the methods with a published base and new accuracy on every dataset."""
+    table = {}
+    for method in methods:
+        cells = {d: (published.lookup(method, "base2new", d, "base"), published.lookup(method, "base2new", d, "new"))
+                 for d in datasets}
+        if all(None not in cell for cell in cells.values()):
+            table[method] = cells
+    return table
+
+
+def subset_score(cells, subset):
+    """H of the mean base and mean new accuracy over ``subset`` (the proxy's dataset average)."""
+    base = sum(cells[d][0] for d in subset) / len(subset)
+    new = sum(cells[d][1] for d in subset) / len(subset)
+    return harmonic(base, new)
+
+
+def subset_taus(table, target, k, datasets):
+    """[(subset, tau)] over every ``k``-subset of ``datasets``: tau of the methods' subset scores vs ``target``."""
+    methods = sorted(table)
+    out = []
+    for subset in combinations(datasets, k):
+        scores = [subset_score(table[m], subset) for m in methods]
+        out.append((subset, kendall_tau(scores, [target[m] for m in methods])[0]))
+    return out
+
+
+def spread(taus):
+    """Summary of a list of taus: n, min, quartiles, max, fraction >= 0.7."""
+    values = sorted(taus)
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {"subsets": len(values), "min": values[0], "q1": q1, "median": median, "q3": q3, "max": values[-1],
+            "at_least_0.7": sum(v >= 0.7 for v in values) / len(values)}
+
+
+def second_numbers(target):
+    """For each second published number of a ranked method: the pairs of ranked methods it reverses and the tau between
+    the published ranking and the ranking with it substituted."""
+    rows = []
+    names = sorted(target)
+    for method, alternative in SECOND_NUMBERS:
+        value = published.lookup(alternative, "base2new", "average", "H")
+        if method not in target or value is None:
+            continue
+        moved = dict(target, **{method: value})
+        tau, _, discordant = kendall_tau([target[m] for m in names], [moved[m] for m in names])
+        rows.append({"method": method, "second": alternative, "H": target[method], "second_H": value,
+                     "reversed_pairs": discordant, "tau": tau})
+    return rows
+
+
+def testbed_taus(proxy_json, methods):
+    """The testbed's tau on ``methods`` from a bench ``proxy.json``: {"average": tau, <dataset>: tau, ...}."""
+    with open(proxy_json) as f:
+        result = json.load(f)
+    rows = [r for r in result["rows"] if r.get("published_method") in methods and r.get("published_H") is not None]
+    found = {r["published_method"] for r in rows}
+    if found != set(methods):
+        raise ValueError(f"{proxy_json} has no run of {', '.join(sorted(set(methods) - found))}")
+    out = {"average": kendall_tau([r["H"] for r in rows], [r["published_H"] for r in rows])[0]}
+    for dataset in sorted({d for r in rows for d in result.get("per_dataset_H", {}).get(r["trainer"], {})}):
+        h = [result["per_dataset_H"][r["trainer"]].get(dataset) for r in rows]
+        if None not in h:
+            out[dataset] = kendall_tau(h, [r["published_H"] for r in rows])[0]
+    return out
+
+
+def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
+    """Everything the report shows, as a dict."""
+    target = ranked_methods()
+    table = per_dataset(target, datasets)
+    if len(table) < 2:
+        raise ValueError(f"fewer than 2 ranked methods have published numbers on all of {', '.join(datasets)}")
+    result = {"datasets": list(datasets), "methods": sorted(table), "left_out": sorted(set(target) - set(table)),
+              "single": {}, "subsets": {}, "second_numbers": second_numbers(target)}
+    for k in ks:
+        if not 1 <= k <= len(datasets):
+            raise ValueError(f"k = {k}: choose 1 to {len(datasets)} datasets")
+        taus = subset_taus(table, target, k, datasets)
+        if k == 1:
+            result["single"] = {subset[0]: tau for subset, tau in taus}
+        result["subsets"][k] = spread([tau for _, tau in taus])
+    if proxy_json:
+        result["testbed"] = testbed_taus(proxy_json, result["methods"])
+    return result
+
+
+def render(result):
+    from tabulate import tabulate
+
+    lines = [f"Methods ({len(result['methods'])}) with published base and new on all of "
+             f"{', '.join(result['datasets'])}: {', '.join(result['methods'])}"]
+    if result["left_out"]:
+        lines.append(f"Left out (no published per-dataset numbers there): {', '.join(result['left_out'])}")
+    if result["single"]:
+        lines.append("\nOne real dataset alone, tau against the published 11-dataset H:\n\n" + tabulate(
+            [[d, f"{t:.3f}"] for d, t in sorted(result["single"].items(), key=lambda kv: -kv[1])],
+            headers=["dataset", "tau"]))
+    lines.append("\nSubsets of k real datasets (tau over all subsets):\n\n" + tabulate(
+        [[k, s["subsets"], f"{s['min']:.3f}", f"{s['q1']:.3f}", f"{s['median']:.3f}", f"{s['q3']:.3f}",
+          f"{s['max']:.3f}", f"{100 * s['at_least_0.7']:.0f}%"] for k, s in result["subsets"].items()],
+        headers=["k", "subsets", "min", "25%", "median", "75%", "max", "tau >= 0.7"]))
+    if result["second_numbers"]:
+        lines.append("\nSecond published numbers of ranked methods (pairs of the ranked methods reversed by "
+                     "substituting it):\n\n" + tabulate(
+                         [[r["method"], f"{r['H']:.2f}", r["second"], f"{r['second_H']:.2f}", r["reversed_pairs"],
+                           f"{r['tau']:.3f}"] for r in result["second_numbers"]],
+                         headers=["method", "H used", "second number", "H", "pairs reversed", "tau"]))
+    if "testbed" in result:
+        lines.append("\nThe testbed on the same methods:\n\n" + tabulate(
+            [[d, f"{t:.3f}"] for d, t in result["testbed"].items()], headers=["testbed", "tau"]))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.reference", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(published.DATASETS), choices=published.DATASETS,
+                        help="the panel of real datasets (default: all 11)")
+    parser.add_argument("--k", nargs="+", type=int, default=[1, 3], help="subset sizes (default: 1 and 3)")
+    parser.add_argument("--testbed", default="", help="a proxy.json of python -m vlpeft.testbed.bench --proxy")
+    parser.add_argument("--json", default="", help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    try:
+        result = reference(tuple(args.datasets), tuple(args.k), args.testbed or None)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    print(render(result))
+    if args.json:
+        from vlpeft.engine.utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
