@@ -129,3 +129,21 @@ def test_cli(tmp_path, capsys):
     assert "choose 1 to 11" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         reference.main(["--testbed", str(tmp_path / "missing.json")])
+
+
+def test_the_testbed_placed_among_the_real_subsets(tmp_path, capsys):
+    target = reference.ranked_methods()
+    methods = sorted(reference.per_dataset(target, published.DATASETS))
+    # a testbed that ranks the 9 methods exactly as published: no real subset does better, all rank at most as well
+    rows = [{"trainer": m, "H": target[m], "published_H": target[m], "published_method": m} for m in methods]
+    path = _proxy_json(tmp_path / "proxy.json", rows, {m: {"S": target[m]} for m in methods})
+    result = reference.reference(ks=(1, 3), proxy_json=path)
+    assert result["testbed"] == {"average": pytest.approx(1.0), "S": pytest.approx(1.0)}
+    assert result["subsets"][1]["at_most_testbed"] == 1.0 and result["subsets"][3]["at_most_testbed"] == 1.0
+    # reversed: every subset ranks better
+    rows = [dict(r, H=-r["H"]) for r in rows]
+    path = _proxy_json(tmp_path / "reversed.json", rows, {m: {"S": -target[m]} for m in methods})
+    result = reference.reference(ks=(3,), proxy_json=path)
+    assert result["testbed"]["average"] == pytest.approx(-1.0) and result["subsets"][3]["at_most_testbed"] == 0.0
+    assert reference.main(["--k", "3", "--testbed", path]) == 0
+    assert "tau <= the testbed's" in capsys.readouterr().out
