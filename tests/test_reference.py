@@ -110,11 +110,21 @@ def test_the_testbed_on_the_same_methods(tmp_path):
     per_dataset = {"CoOp": {"S": 60.0, "W": 80.0}, "MaPLe": {"S": 70.0, "W": 81.0},
                    "ZeroshotCLIP": {"S": 65.0, "W": 82.0}, "DsRA": {"S": 1.0, "W": 1.0}}
     path = _proxy_json(tmp_path / "proxy.json", rows, per_dataset)
-    taus = reference.testbed_taus(path, ["CoOp", "MaPLe", "ZeroshotCLIP"])
-    # published: MaPLe > ZS > CoOp; testbed average MaPLe > ZS > CoOp; S: MaPLe > ZS > CoOp; W: ZS > MaPLe > CoOp
-    assert taus == {"average": pytest.approx(1.0), "S": pytest.approx(1.0), "W": pytest.approx(1 / 3)}
+    scores = reference.testbed_scores(path, ["CoOp", "MaPLe", "ZeroshotCLIP"])
+    assert scores == {"average": {"CoOp": 70.0, "MaPLe": 75.0, "ZeroshotCLIP": 72.0},
+                      "S": {"CoOp": 60.0, "MaPLe": 70.0, "ZeroshotCLIP": 65.0},
+                      "W": {"CoOp": 80.0, "MaPLe": 81.0, "ZeroshotCLIP": 82.0}}
     with pytest.raises(ValueError, match="no run of PromptSRC"):
-        reference.testbed_taus(path, ["CoOp", "PromptSRC"])
+        reference.testbed_scores(path, ["CoOp", "PromptSRC"])
+    # W orders ZS > MaPLe against the papers (78.55 > 71.70); a real 1-subset reverses that pair where MaPLe's H
+    # falls below zero-shot's
+    target = reference.ranked_methods()
+    table = reference.per_dataset(target, published.DATASETS)
+    (pair,) = reference.reversed_pairs(scores["W"], target, table, published.DATASETS, 1)
+    share = sum(harmonic(*table["MaPLe"][d]) < harmonic(*table["ZeroshotCLIP"][d]) for d in published.DATASETS) / 11
+    assert (pair["higher"], pair["lower"], pair["real_share"]) == ("MaPLe", "ZeroshotCLIP", share)
+    assert pair["published_gap"] == pytest.approx(78.55 - 71.70) and pair["testbed_gap"] == pytest.approx(1.0)
+    assert reference.reversed_pairs(scores["S"], target, table, published.DATASETS, 1) == []
 
 
 def test_cli(tmp_path, capsys):
@@ -140,10 +150,14 @@ def test_the_testbed_placed_among_the_real_subsets(tmp_path, capsys):
     result = reference.reference(ks=(1, 3), proxy_json=path)
     assert result["testbed"] == {"average": pytest.approx(1.0), "S": pytest.approx(1.0)}
     assert result["subsets"][1]["at_most_testbed"] == 1.0 and result["subsets"][3]["at_most_testbed"] == 1.0
+    assert result["testbed_reversed"] == {"k": 1, "pairs": []}  # one testbed dataset: compared with single datasets
     # reversed: every subset ranks better
     rows = [dict(r, H=-r["H"]) for r in rows]
     path = _proxy_json(tmp_path / "reversed.json", rows, {m: {"S": -target[m]} for m in methods})
     result = reference.reference(ks=(3,), proxy_json=path)
     assert result["testbed"]["average"] == pytest.approx(-1.0) and result["subsets"][3]["at_most_testbed"] == 0.0
+    assert len(result["testbed_reversed"]["pairs"]) == 36  # every pair of the 9 methods
+    shares = [p["real_share"] for p in result["testbed_reversed"]["pairs"]]
+    assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] < 1.0
     assert reference.main(["--k", "3", "--testbed", path]) == 0
     assert "tau <= the testbed's" in capsys.readouterr().out

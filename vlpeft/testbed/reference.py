@@ -19,7 +19,9 @@ in the published ranking; the report counts the pairs of ranked methods whose or
 between the two published rankings.
 
 **The testbed beside them** (``--testbed``, a ``proxy.json`` of ``python -m vlpeft.testbed.bench --proxy``): the
-testbed's tau on the same methods, for its dataset average and for each of its datasets.
+testbed's tau on the same methods, for its dataset average and for each of its datasets, and each pair of methods
+that the testbed's average orders against the papers, with the share of the real subsets of as many datasets that
+reverse it too (none: an error of the testbed's own; many: a pair the real suite does not settle either).
 """
 import argparse
 import json
@@ -101,20 +103,38 @@ def second_numbers(target):
     return rows
 
 
-def testbed_taus(proxy_json, methods):
-    """The testbed's tau on ``methods`` from a bench ``proxy.json``: {"average": tau, <dataset>: tau, ...}."""
+def testbed_scores(proxy_json, methods):
+    """{"average": {method: H}, <dataset>: {method: H}, ...}: the H of ``methods`` in a bench ``proxy.json``, over
+    its datasets together and on each."""
     with open(proxy_json) as f:
         result = json.load(f)
     rows = [r for r in result["rows"] if r.get("published_method") in methods and r.get("published_H") is not None]
-    found = {r["published_method"] for r in rows}
-    if found != set(methods):
-        raise ValueError(f"{proxy_json} has no run of {', '.join(sorted(set(methods) - found))}")
-    out = {"average": kendall_tau([r["H"] for r in rows], [r["published_H"] for r in rows])[0]}
-    for dataset in sorted({d for r in rows for d in result.get("per_dataset_H", {}).get(r["trainer"], {})}):
-        h = [result["per_dataset_H"][r["trainer"]].get(dataset) for r in rows]
-        if None not in h:
-            out[dataset] = kendall_tau(h, [r["published_H"] for r in rows])[0]
-    return out
+    missing = set(methods) - {r["published_method"] for r in rows}
+    if missing:
+        raise ValueError(f"{proxy_json} has no run of {', '.join(sorted(missing))}")
+    scores = {"average": {r["published_method"]: r["H"] for r in rows}}
+    per_dataset = result.get("per_dataset_H", {})
+    for dataset in sorted({d for r in rows for d in per_dataset.get(r["trainer"], {})}):
+        h = {r["published_method"]: per_dataset.get(r["trainer"], {}).get(dataset) for r in rows}
+        if None not in h.values():
+            scores[dataset] = h
+    return scores
+
+
+def reversed_pairs(scores, target, table, datasets, k):
+    """The pairs that ``scores`` order against ``target`` (published-higher method first), each with the share of the
+    real ``k``-subsets of ``datasets`` that reverse it too: 0 marks an error of the testbed's own, a large share a pair
+    the real suite does not settle either."""
+    subsets = list(combinations(datasets, k))
+    rows = []
+    for a, b in combinations(sorted(scores), 2):
+        if target[a] < target[b]:
+            a, b = b, a
+        if scores[a] < scores[b]:
+            real = sum(subset_score(table[a], s) < subset_score(table[b], s) for s in subsets) / len(subsets)
+            rows.append({"higher": a, "lower": b, "published_gap": target[a] - target[b],
+                         "testbed_gap": scores[b] - scores[a], "real_share": real})
+    return sorted(rows, key=lambda r: r["real_share"])
 
 
 def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
@@ -125,10 +145,13 @@ def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
         raise ValueError(f"fewer than 2 ranked methods have published numbers on all of {', '.join(datasets)}")
     result = {"datasets": list(datasets), "methods": sorted(table), "left_out": sorted(set(target) - set(table)),
               "single": {}, "subsets": {}, "second_numbers": second_numbers(target)}
-    testbed = testbed_taus(proxy_json, result["methods"]) if proxy_json else None
     for k in ks:
         if not 1 <= k <= len(datasets):
             raise ValueError(f"k = {k}: choose 1 to {len(datasets)} datasets")
+    scores = testbed_scores(proxy_json, result["methods"]) if proxy_json else None
+    testbed = {name: kendall_tau([h[m] for m in result["methods"]], [target[m] for m in result["methods"]])[0]
+               for name, h in scores.items()} if scores else None
+    for k in ks:
         taus = [tau for _, tau in subset_taus(table, target, k, datasets)]
         if k == 1:
             result["single"] = dict(zip(datasets, taus))
@@ -136,7 +159,9 @@ def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
         if testbed:  # where the testbed's dataset average falls among the real subsets
             result["subsets"][k]["at_most_testbed"] = sum(t <= testbed["average"] + 1e-12 for t in taus) / len(taus)
     if testbed:
+        k = min(len(scores) - 1, len(datasets)) or 1  # as many real datasets as the testbed has
         result["testbed"] = testbed
+        result["testbed_reversed"] = {"k": k, "pairs": reversed_pairs(scores["average"], target, table, datasets, k)}
     return result
 
 
@@ -167,6 +192,14 @@ def render(result):
     if "testbed" in result:
         lines.append("\nThe testbed on the same methods (average: its proxy datasets together):\n\n" + tabulate(
             [[d, f"{t:.3f}"] for d, t in result["testbed"].items()], headers=["testbed", "tau"]))
+        rev = result["testbed_reversed"]
+        if rev["pairs"]:
+            lines.append(f"\nPairs the testbed's average orders against the papers, and the share of the real "
+                         f"{rev['k']}-dataset subsets that do too:\n\n" + tabulate(
+                             [[f"{r['higher']} > {r['lower']}", f"{r['published_gap']:.2f}", f"{r['testbed_gap']:.2f}",
+                               f"{100 * r['real_share']:.0f}%"] for r in rev["pairs"]],
+                             headers=["published order", "published gap", "testbed gap (reversed)",
+                                      "real subsets reversing it"]))
     return "\n".join(lines)
 
 
