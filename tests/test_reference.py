@@ -161,3 +161,23 @@ def test_the_testbed_placed_among_the_real_subsets(tmp_path, capsys):
     assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] < 1.0
     assert reference.main(["--k", "3", "--testbed", path]) == 0
     assert "tau <= the testbed's" in capsys.readouterr().out
+
+
+def test_the_profile_of_the_real_datasets():
+    result = reference.reference(ks=(1,))
+    prof = result["profile"]
+    assert [r["dataset"] for r in prof["rows"]] == sorted(result["single"], key=lambda d: -result["single"][d])
+    cars = next(r for r in prof["rows"] if r["dataset"] == "stanford_cars")
+    best = max(published.lookup(m, "base2new", "stanford_cars", "base") for m in result["methods"])
+    assert cars["room"] == pytest.approx(best - 63.37) and cars["zs_new"] == 74.89
+    assert cars["coop_new_change"] == pytest.approx(60.40 - 74.89)
+    from scipy.stats import spearmanr
+
+    taus = [r["tau"] for r in prof["rows"]]
+    assert prof["spearman"]["coop_new_change"] == pytest.approx(
+        spearmanr(taus, [r["coop_new_change"] for r in prof["rows"]]).statistic)
+    assert prof["spearman"]["coop_new_change"] < -0.5  # datasets where CoOp loses its new classes rank best
+    table = reference.per_dataset(reference.ranked_methods(), published.DATASETS)
+    del table["CoOp"]
+    assert reference.dataset_profile(table, result["single"]) is None
+    assert "profile" not in reference.reference(ks=(3,))

@@ -11,7 +11,9 @@ that have a published base and new accuracy on every dataset of the panel. For e
 panel, a method's score is computed as the proxy computes it on its datasets (the harmonic mean of the subset's mean
 base and mean new accuracy), and Kendall's tau-b is taken against the target the proxy uses: the published
 11-dataset H. The report gives the tau of each single dataset and, per ``k``, the spread of tau over all subsets (and, with
-``--testbed``, the share of subsets that rank no better than the testbed's dataset average).
+``--testbed``, the share of subsets that rank no better than the testbed's dataset average). With ``k = 1`` it also
+profiles the real datasets: zero-shot CLIP's accuracy, the room the methods find above it, and CoOp's new-class change,
+each with its rank correlation with the dataset's tau.
 
 **Second published numbers.** Some methods were also re-run and published by a later paper (``vlpeft.published``:
 e.g. MaPLe re-run by the DPD-LoRA authors). Substituting such a number for the one the proxy uses moves the method
@@ -103,6 +105,25 @@ def second_numbers(target):
     return rows
 
 
+def dataset_profile(table, single):
+    """Per real dataset: its tau alone (``single``), zero-shot CLIP's base and new accuracy, the room (the best base
+    accuracy among ``table``'s methods minus zero-shot's) and CoOp's new-class change from zero-shot; with the Spearman
+    correlation of each with the tau over the datasets."""
+    from scipy.stats import spearmanr
+
+    if not {"ZeroshotCLIP", "CoOp"} <= set(table) or len(single) < 3:
+        return None
+    rows = []
+    for dataset, tau in sorted(single.items(), key=lambda kv: -kv[1]):
+        (zs_base, zs_new), coop_new = table["ZeroshotCLIP"][dataset], table["CoOp"][dataset][1]
+        rows.append({"dataset": dataset, "tau": tau, "zs_base": zs_base, "zs_new": zs_new,
+                     "room": max(cells[dataset][0] for cells in table.values()) - zs_base,
+                     "coop_new_change": coop_new - zs_new})
+    keys = ("zs_base", "zs_new", "room", "coop_new_change")
+    taus = [r["tau"] for r in rows]
+    return {"rows": rows, "spearman": {k: float(spearmanr(taus, [r[k] for r in rows]).statistic) for k in keys}}
+
+
 def testbed_scores(proxy_json, methods):
     """{"average": {method: H}, <dataset>: {method: H}, ...}: the H of ``methods`` in a bench ``proxy.json``, over
     its datasets together and on each."""
@@ -158,6 +179,8 @@ def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
         result["subsets"][k] = spread(taus)
         if testbed:  # where the testbed's dataset average falls among the real subsets
             result["subsets"][k]["at_most_testbed"] = sum(t <= testbed["average"] + 1e-12 for t in taus) / len(taus)
+    if result["single"]:
+        result["profile"] = dataset_profile(table, result["single"])
     if testbed:
         k = min(len(scores) - 1, len(datasets)) or 1  # as many real datasets as the testbed has
         result["testbed"] = testbed
@@ -176,6 +199,16 @@ def render(result):
         lines.append("\nOne real dataset alone, tau against the published 11-dataset H:\n\n" + tabulate(
             [[d, f"{t:.3f}"] for d, t in sorted(result["single"].items(), key=lambda kv: -kv[1])],
             headers=["dataset", "tau"]))
+    if result.get("profile"):
+        prof = result["profile"]
+        lines.append("\nWhat the well-ranking real datasets have: zero-shot CLIP's base and new accuracy, the room (best "
+                     "base among these methods - zero-shot base) and CoOp's new-class change from zero-shot:\n\n"
+                     + tabulate([[r["dataset"], f"{r['tau']:.3f}", f"{r['zs_base']:.2f}", f"{r['zs_new']:.2f}",
+                                  f"{r['room']:+.1f}", f"{r['coop_new_change']:+.1f}"] for r in prof["rows"]]
+                                + [["Spearman with tau", "", *(f"{prof['spearman'][k]:+.2f}" for k in
+                                                               ("zs_base", "zs_new", "room", "coop_new_change"))]],
+                                headers=["dataset", "tau", "zero-shot base", "zero-shot new", "room",
+                                         "CoOp new - zero-shot new"], disable_numparse=True))
     testbed = "testbed" in result
     lines.append("\nSubsets of k real datasets (tau over all subsets):\n\n" + tabulate(
         [[k, s["subsets"], f"{s['min']:.3f}", f"{s['q1']:.3f}", f"{s['median']:.3f}", f"{s['q3']:.3f}",
