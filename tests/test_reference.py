@@ -181,3 +181,15 @@ def test_the_profile_of_the_real_datasets():
     del table["CoOp"]
     assert reference.dataset_profile(table, result["single"]) is None
     assert "profile" not in reference.reference(ks=(3,))
+
+
+def test_the_summary_in_the_bench_report():
+    target = reference.ranked_methods()
+    methods = sorted(reference.per_dataset(target, published.DATASETS))
+    rows = [{"trainer": m, "H": target[m], "published_H": target[m], "published_method": m} for m in methods]
+    text = reference.summary({"rows": rows, "per_dataset_H": {}}, 3)
+    assert "on the 9 methods with published per-dataset numbers, tau 1.000 here" in text
+    assert "the 165 subsets of 3 of the 11 real datasets" in text and "165 no better than here" in text
+    assert "99% at 0.7 or more" in text
+    assert "not computed, the proxy report has no run of" in reference.summary({"rows": rows[1:]}, 3)
+    assert "the 11 subsets of 1 of the 11" in reference.summary({"rows": rows, "per_dataset_H": {}}, 1)

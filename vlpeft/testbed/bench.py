@@ -18,8 +18,9 @@ config, last checkpoint): ``<output>/b2n/<dataset>/<trainer>/seed<S>``; a finish
 The work is split into (dataset, seed) units over ``--workers`` processes (each with ``cores / workers`` torch
 threads). The report (:mod:`vlpeft.testbed.proxy`) gives per method the mean base / new / H with 95% t intervals
 over seeds, its rank, the per-dataset H, and Kendall's tau against the published H (``vlpeft.published``, the table
-``vlpeft.results --compare published`` uses) with a bootstrap interval over seeds; then the wall time and the CPU
-time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here selects a
+``vlpeft.results --compare published`` uses) with a bootstrap interval over seeds, and the reference scale
+(:mod:`vlpeft.testbed.reference`: the tau of the real suite's own subsets of as many datasets); then the wall time
+and the CPU time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here selects a
 hyperparameter: every trainer runs its testbed config as shipped, unless ``--selections`` names the sweeps
 (``python -m vlpeft.sweep``, on the val split) whose selected values a trainer should run with instead:
 
@@ -180,7 +181,7 @@ def report(output, trainers, datasets, n_boot=2000):
     """The proxy report of the runs under ``output`` (restricted to ``trainers`` and ``datasets``): (text, dict)."""
     from tabulate import tabulate
 
-    from vlpeft.testbed import proxy
+    from vlpeft.testbed import proxy, reference
 
     runs = {t: v for t, v in proxy.collect(output, datasets).items() if t in trainers}
     result = proxy.proxy_report(runs, n_boot=n_boot)
@@ -201,6 +202,7 @@ def report(output, trainers, datasets, n_boot=2000):
         proxy.render(result),
         "H per dataset (seed-averaged base and new), and each dataset's tau against the published H:\n\n"
         + tabulate(table, headers=["trainer", *datasets]),
+        reference.summary(result, len(datasets)),
     ])
     return text, result
 

@@ -124,15 +124,18 @@ def dataset_profile(table, single):
     return {"rows": rows, "spearman": {k: float(spearmanr(taus, [r[k] for r in rows]).statistic) for k in keys}}
 
 
-def testbed_scores(proxy_json, methods):
-    """{"average": {method: H}, <dataset>: {method: H}, ...}: the H of ``methods`` in a bench ``proxy.json``, over
-    its datasets together and on each."""
-    with open(proxy_json) as f:
-        result = json.load(f)
+def testbed_scores(proxy, methods):
+    """{"average": {method: H}, <dataset>: {method: H}, ...}: the H of ``methods`` in a bench report (the path of a
+    ``proxy.json``, or its dict), over its datasets together and on each."""
+    if isinstance(proxy, dict):
+        result, name = proxy, "the proxy report"
+    else:
+        with open(proxy) as f:
+            result, name = json.load(f), proxy
     rows = [r for r in result["rows"] if r.get("published_method") in methods and r.get("published_H") is not None]
     missing = set(methods) - {r["published_method"] for r in rows}
     if missing:
-        raise ValueError(f"{proxy_json} has no run of {', '.join(sorted(missing))}")
+        raise ValueError(f"{name} has no run of {', '.join(sorted(missing))}")
     scores = {"average": {r["published_method"]: r["H"] for r in rows}}
     per_dataset = result.get("per_dataset_H", {})
     for dataset in sorted({d for r in rows for d in per_dataset.get(r["trainer"], {})}):
@@ -156,6 +159,22 @@ def reversed_pairs(scores, target, table, datasets, k):
             rows.append({"higher": a, "lower": b, "published_gap": target[a] - target[b],
                          "testbed_gap": scores[b] - scores[a], "real_share": real})
     return sorted(rows, key=lambda r: r["real_share"])
+
+
+def summary(proxy_result, n_datasets):
+    """One paragraph for the bench report: the testbed's tau on the methods with published per-dataset numbers,
+    beside the real suite's subsets of as many datasets."""
+    k = max(1, min(n_datasets, len(published.DATASETS)))
+    try:
+        result = reference(ks=(k,), proxy_json=proxy_result)
+    except ValueError as e:
+        return f"Reference scale (python -m vlpeft.testbed.reference): not computed, {e}."
+    s = result["subsets"][k]
+    return (f"Reference scale (python -m vlpeft.testbed.reference): on the {len(result['methods'])} methods with "
+            f"published per-dataset numbers, tau {result['testbed']['average']:.3f} here; the {s['subsets']} subsets "
+            f"of {k} of the 11 real datasets, scored from those numbers: median {s['median']:.3f}, "
+            f"{100 * s['at_least_0.7']:.0f}% at 0.7 or more, {round(s['at_most_testbed'] * s['subsets'])} no better "
+            f"than here.")
 
 
 def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
