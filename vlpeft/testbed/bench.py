@@ -20,8 +20,8 @@ threads). The report (:mod:`vlpeft.testbed.proxy`) gives per method the mean bas
 over seeds, its rank, the per-dataset H, and Kendall's tau against the published H (``vlpeft.published``, the table
 ``vlpeft.results --compare published`` uses) with a bootstrap interval over seeds, and the reference scale
 (:mod:`vlpeft.testbed.reference`: the tau of the real suite's own subsets of as many datasets); then the wall time
-and the CPU time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here selects a
-hyperparameter: every trainer runs its testbed config as shipped, unless ``--selections`` names the sweeps
+and the CPU time of the runs. It is printed and written to ``<output>/proxy.md`` and ``proxy.json``. Nothing here
+selects a hyperparameter: every trainer runs its testbed config as shipped, unless ``--selections`` names the sweeps
 (``python -m vlpeft.sweep``, on the val split) whose selected values a trainer should run with instead:
 
     python -m vlpeft.sweep --trainer CoOp --config-file configs/trainers/CoOp/testbed.yaml --seeds 1 \

@@ -10,10 +10,10 @@ some of its datasets are used, and how stable the published ranking itself is.
 that have a published base and new accuracy on every dataset of the panel. For every subset of ``k`` datasets of the
 panel, a method's score is computed as the proxy computes it on its datasets (the harmonic mean of the subset's mean
 base and mean new accuracy), and Kendall's tau-b is taken against the target the proxy uses: the published
-11-dataset H. The report gives the tau of each single dataset and, per ``k``, the spread of tau over all subsets (and, with
-``--testbed``, the share of subsets that rank no better than the testbed's dataset average). With ``k = 1`` it also
-profiles the real datasets: zero-shot CLIP's accuracy, the room the methods find above it, and CoOp's new-class change,
-each with its rank correlation with the dataset's tau.
+11-dataset H. The report gives the tau of each single dataset and, per ``k``, the spread of tau over all subsets
+(and, with ``--testbed``, the share of subsets that rank no better than the testbed's dataset average). With
+``k = 1`` it also profiles the real datasets: zero-shot CLIP's accuracy, the room the methods find above it, and
+CoOp's new-class change, each with its rank correlation with the dataset's tau.
 
 **Second published numbers.** Some methods were also re-run and published by a later paper (``vlpeft.published``:
 e.g. MaPLe re-run by the DPD-LoRA authors). Substituting such a number for the one the proxy uses moves the method
@@ -220,8 +220,9 @@ def render(result):
             headers=["dataset", "tau"]))
     if result.get("profile"):
         prof = result["profile"]
-        lines.append("\nWhat the well-ranking real datasets have: zero-shot CLIP's base and new accuracy, the room (best "
-                     "base among these methods - zero-shot base) and CoOp's new-class change from zero-shot:\n\n"
+        lines.append("\nWhat the well-ranking real datasets have: zero-shot CLIP's base and new accuracy, the room "
+                     "(best base among these methods - zero-shot base) and CoOp's new-class change from "
+                     "zero-shot:\n\n"
                      + tabulate([[r["dataset"], f"{r['tau']:.3f}", f"{r['zs_base']:.2f}", f"{r['zs_new']:.2f}",
                                   f"{r['room']:+.1f}", f"{r['coop_new_change']:+.1f}"] for r in prof["rows"]]
                                 + [["Spearman with tau", "", *(f"{prof['spearman'][k]:+.2f}" for k in
