@@ -318,12 +318,17 @@ def main(argv=None):
             parser.error(f"no runs of {', '.join(missing)} in {', '.join(args.root)}; found: {', '.join(sorted(runs))}")
         runs = {t: runs[t] for t in args.trainers}
     result = proxy_report(runs, n_boot=args.bootstrap)
-    print(render(result))
-    if args.json:
+    emit(render(result), result, args.json)
+    return 0
+
+
+def emit(text, result, json_path=""):
+    """Print a report and, when ``json_path`` is given, write its numbers there (atomically)."""
+    print(text)
+    if json_path:
         from vlpeft.engine.utils import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
-    return 0
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

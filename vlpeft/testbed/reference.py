@@ -32,7 +32,7 @@ from itertools import combinations
 
 from vlpeft import published
 from vlpeft.results import harmonic
-from vlpeft.testbed.proxy import kendall_tau, published_h
+from vlpeft.testbed.proxy import emit, kendall_tau, published_h
 
 # a later paper's re-run of a method, published beside the number the proxy uses: (method, the re-run's method name)
 SECOND_NUMBERS = (("MaPLe", "MaPLe (DPD-LoRA repro)"), ("PromptSRC", "PromptSRC (DPD-LoRA repro)"),
@@ -269,11 +269,7 @@ def main(argv=None):
         result = reference(tuple(args.datasets), tuple(args.k), args.testbed or None)
     except (ValueError, OSError) as e:
         parser.error(str(e))
-    print(render(result))
-    if args.json:
-        from vlpeft.engine.utils import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    emit(render(result), result, args.json)
     return 0
 
 
