@@ -384,17 +384,21 @@ def test_bench_refuses_config_overrides_read_as_trainers(tmp_path, capsys):
     assert "MODEL.BACKBONE.PATH in --trainers looks like a config key" in capsys.readouterr().err
 
 
-def test_bench_reports_a_failed_unit_and_fails(tmp_path, capsys):
+def test_bench_reports_a_failed_trainer_runs_the_others_and_fails(tmp_path, capsys):
     from vlpeft.testbed.bench import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["--proxy", "--trainers", "NoSuchTrainer", "--datasets", "TestbedScenes", "--seeds", "1", "--workers",
-              "1", "--root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--bootstrap", "10"])
+        main(["--proxy", "--trainers", "NoSuchTrainer", "ZeroshotCLIP", "--datasets", "TestbedScenes", "--seeds", "1",
+              "--workers", "1", "--root", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+              "--bootstrap", "10"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    assert "FAILED TestbedScenes seed1: FileNotFoundError: NoSuchTrainer has no testbed config" in out
+    assert "FAILED TestbedScenes seed1 NoSuchTrainer: FileNotFoundError: NoSuchTrainer has no testbed config" in out
     record = json.load(open(tmp_path / "out" / "proxy.json"))
-    assert record["failed"][0][:2] == ["TestbedScenes", 1] and record["rows"] == []
+    assert [f[:2] for f in record["failed"]] == [["TestbedScenes", 1]] and "NoSuchTrainer: " in record["failed"][0][2]
+    # the trainer after the failed one still ran, and the summary counts it
+    assert [r["trainer"] for r in record["rows"]] == ["ZeroshotCLIP"] and len(record["runs"]) == 1
+    assert "1 base-to-new runs (0 earlier ones reused)" in out
 
 
 @needs_checkpoint

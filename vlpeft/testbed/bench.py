@@ -99,7 +99,8 @@ def _same_value(a, b):
 
 
 def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, quiet=True, trainer_opts=None):
-    """Base-to-new of every trainer on one (dataset, seed); returns the per-run records and the unit's CPU seconds.
+    """Base-to-new of every trainer on one (dataset, seed); returns the per-run records, the trainers that failed
+    (``(trainer, error)``: a failed trainer does not stop the others) and the unit's CPU seconds.
     ``trainer_opts``: extra overrides per trainer (a selection)."""
     import contextlib
     import io
@@ -110,18 +111,23 @@ def run_unit(dataset, seed, trainers, output, root="", opts=(), threads=None, qu
 
     if threads:
         torch.set_num_threads(threads)
-    cpu0, records = time.process_time(), []
+    cpu0, records, failed = time.process_time(), [], []
     for trainer in trainers:
         t0 = time.time()
         selected = trainer_opts or {}
         run_opts = [*opts, *selected.get(trainer, [])]
         backbone_opts = [*opts, *selected.get(backbone_of(trainer), [])]  # a second stage's backbone as selected
-        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():  # progress bars
-            r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=run_opts,
-                            backbone_opts=backbone_opts)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():  # progress bars
+                r = base_to_new(trainer, dataset, seed, output, root, quiet=quiet, opts=run_opts,
+                                backbone_opts=backbone_opts)
+        except Exception as error:  # reported with the unit; the command fails at the end
+            failed.append((trainer, f"{type(error).__name__}: {error}"))
+            continue
         records.append({"trainer": trainer, "dataset": dataset, "seed": seed, "base": r["base"], "new": r["new"],
                         "elapsed_s": r["elapsed_s"], "reused": r["reused"], "wall_s": time.time() - t0})
-    return {"dataset": dataset, "seed": seed, "records": records, "cpu_s": time.process_time() - cpu0}
+    return {"dataset": dataset, "seed": seed, "records": records, "failed": failed,
+            "cpu_s": time.process_time() - cpu0}
 
 
 def _print_unit(unit):
@@ -133,7 +139,7 @@ def _print_unit(unit):
 
 def run_all(units, trainers, output, root="", opts=(), workers=1, trainer_opts=None):
     """Run the (dataset, seed) units, in ``workers`` processes when more than one; returns the units' results and the
-    failed units ``(dataset, seed, error)``."""
+    failures ``(dataset, seed, error)``, one per failed trainer (or per unit, when a unit fails as a whole)."""
     results, failed = [], []
 
     def done(unit, get):
@@ -142,8 +148,11 @@ def run_all(units, trainers, output, root="", opts=(), workers=1, trainer_opts=N
         except Exception as error:  # one failed unit does not stop the others; it is reported and fails the command
             failed.append((*unit, f"{type(error).__name__}: {error}"))
             print(f"FAILED {unit[0]} seed{unit[1]}: {failed[-1][2]}", flush=True)
-        else:
-            _print_unit(results[-1])
+            return
+        _print_unit(results[-1])
+        for trainer, error in results[-1]["failed"]:
+            failed.append((*unit, f"{trainer}: {error}"))
+            print(f"FAILED {unit[0]} seed{unit[1]} {trainer}: {error}", flush=True)
 
     if workers <= 1:
         for unit in units:
@@ -249,8 +258,8 @@ def main(argv=None):
              f"units, {args.workers} worker(s): wall {wall:.0f} s, CPU {cpu:.0f} s (process time of the runs, all "
              f"threads), training + evaluation {sum(r['elapsed_s'] for r in records):.0f} s summed over runs.")
     if failed:
-        text += "\n\nFailed units (their finished runs are kept; run the command again to resume):\n" + "\n".join(
-            f"- {d} seed{s}: {error}" for d, s, error in failed)
+        text += ("\n\nFailed (a trainer on one dataset and seed, or a whole unit; the finished runs are kept: run the "
+                 "command again to resume):\n" + "\n".join(f"- {d} seed{s}: {error}" for d, s, error in failed))
     if args.opts:
         text += f"\n\nConfig overrides for every run: {' '.join(map(str, args.opts))}"
     if selections:
