@@ -147,14 +147,14 @@ def test_the_testbed_placed_among_the_real_subsets(tmp_path, capsys):
     # a testbed that ranks the 9 methods exactly as published: no real subset does better, all rank at most as well
     rows = [{"trainer": m, "H": target[m], "published_H": target[m], "published_method": m} for m in methods]
     path = _proxy_json(tmp_path / "proxy.json", rows, {m: {"S": target[m]} for m in methods})
-    result = reference.reference(ks=(1, 3), proxy_json=path)
+    result = reference.reference(ks=(1, 3), proxy=path)
     assert result["testbed"] == {"average": pytest.approx(1.0), "S": pytest.approx(1.0)}
     assert result["subsets"][1]["at_most_testbed"] == 1.0 and result["subsets"][3]["at_most_testbed"] == 1.0
     assert result["testbed_reversed"] == {"k": 1, "pairs": []}  # one testbed dataset: compared with single datasets
     # reversed: every subset ranks better
     rows = [dict(r, H=-r["H"]) for r in rows]
     path = _proxy_json(tmp_path / "reversed.json", rows, {m: {"S": -target[m]} for m in methods})
-    result = reference.reference(ks=(3,), proxy_json=path)
+    result = reference.reference(ks=(3,), proxy=path)
     assert result["testbed"]["average"] == pytest.approx(-1.0) and result["subsets"][3]["at_most_testbed"] == 0.0
     assert len(result["testbed_reversed"]["pairs"]) == 36  # every pair of the 9 methods
     shares = [p["real_share"] for p in result["testbed_reversed"]["pairs"]]

@@ -205,8 +205,9 @@ def _build():
         for method, (b, n, h) in zip(_DPDLORA_T1_METHODS, triples):
             for metric, value in (("base", b), ("new", n), ("H", h)):
                 paper = _DPDLORA_T1_CORRECTED.get((method, dataset, metric))
-                source = f"{_DPDLORA_T1_SOURCE}, printed {paper[0]:.2f}; corrected to the {paper[1]}" if paper else None
-                add(method, "base2new", dataset, metric, value, source or _DPDLORA_T1_SOURCE)
+                source = (_DPDLORA_T1_SOURCE if paper is None
+                          else f"{_DPDLORA_T1_SOURCE}, printed {paper[0]:.2f}; corrected to the {paper[1]}")
+                add(method, "base2new", dataset, metric, value, source)
     for method, values in _DPDLORA_T2.items():
         for dataset, value in zip(_XD_COLUMNS, values):
             add(method, "xd", dataset, "accuracy", value, _DPDLORA_T2_SOURCE)

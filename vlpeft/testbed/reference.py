@@ -166,19 +166,20 @@ def summary(proxy_result, n_datasets):
     beside the real suite's subsets of as many datasets."""
     k = max(1, min(n_datasets, len(published.DATASETS)))
     try:
-        result = reference(ks=(k,), proxy_json=proxy_result)
+        result = reference(ks=(k,), proxy=proxy_result)
     except ValueError as e:
         return f"Reference scale (python -m vlpeft.testbed.reference): not computed, {e}."
     s = result["subsets"][k]
     return (f"Reference scale (python -m vlpeft.testbed.reference): on the {len(result['methods'])} methods with "
             f"published per-dataset numbers, tau {result['testbed']['average']:.3f} here; the {s['subsets']} subsets "
-            f"of {k} of the 11 real datasets, scored from those numbers: median {s['median']:.3f}, "
+            f"of {k} of the {len(published.DATASETS)} real datasets, scored from those numbers: median {s['median']:.3f}, "
             f"{100 * s['at_least_0.7']:.0f}% at 0.7 or more, {round(s['at_most_testbed'] * s['subsets'])} no better "
             f"than here.")
 
 
-def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
-    """Everything the report shows, as a dict."""
+def reference(datasets=published.DATASETS, ks=(1, 3), proxy=None):
+    """Everything the report shows, as a dict; ``proxy``: a bench report (a ``proxy.json`` path or its dict) to place
+    on the scale."""
     target = ranked_methods()
     table = per_dataset(target, datasets)
     if len(table) < 2:
@@ -188,7 +189,7 @@ def reference(datasets=published.DATASETS, ks=(1, 3), proxy_json=None):
     for k in ks:
         if not 1 <= k <= len(datasets):
             raise ValueError(f"k = {k}: choose 1 to {len(datasets)} datasets")
-    scores = testbed_scores(proxy_json, result["methods"]) if proxy_json else None
+    scores = testbed_scores(proxy, result["methods"]) if proxy else None
     testbed = {name: kendall_tau([h[m] for m in result["methods"]], [target[m] for m in result["methods"]])[0]
                for name, h in scores.items()} if scores else None
     for k in ks:
@@ -242,7 +243,7 @@ def render(result):
                          [[r["method"], f"{r['H']:.2f}", r["second"], f"{r['second_H']:.2f}", r["reversed_pairs"],
                            f"{r['tau']:.3f}"] for r in result["second_numbers"]],
                          headers=["method", "H used", "second number", "H", "pairs reversed", "tau"]))
-    if "testbed" in result:
+    if testbed:
         lines.append("\nThe testbed on the same methods (average: its proxy datasets together):\n\n" + tabulate(
             [[d, f"{t:.3f}"] for d, t in result["testbed"].items()], headers=["testbed", "tau"]))
         rev = result["testbed_reversed"]
