@@ -186,3 +186,45 @@ def test_merged_evaluation_runs_promptsrcs_operators_exactly(eurosat_root, tiny_
             trainer.model_inference(images)
         counts[name] = collections.Counter({e.key: e.count for e in prof.key_averages()})
     assert counts["DsRA"] == counts["PromptSRC"] and sum(counts["DsRA"].values()) > 100
+
+
+@pytest.mark.parametrize("share_modality, share_positions", [(True, True), (False, False)])
+def test_adapter_gains_measure_how_far_each_adapter_moved(share_modality, share_positions, tiny_clip_path):
+    from vlpeft.trainers.dsra import checkpoint_gains
+
+    adapters = DualSharedAdapters(load_clip("tiny", tiny_clip_path), 4, "both", share_modality, share_positions)
+    assert all(torch.count_nonzero(g) == 0 for g in adapters.gains().values())  # R = 0: every adapter is the identity
+    with torch.no_grad():
+        for m in adapters.M.values():  # orthonormal columns: the gain of layer l is max |r_l|
+            m.copy_(torch.linalg.qr(torch.randn_like(m))[0])
+        for r in adapters.R.values():
+            r.copy_(torch.randn_like(r))
+    gains = adapters.gains()
+    assert sorted(gains) == ["text_attn", "text_mlp", "vision_attn", "vision_mlp"]
+    for key, g in gains.items():
+        r = adapters.R[adapters.r_key(*key.split("_"))]
+        torch.testing.assert_close(g, r.abs().max(dim=1).values)
+    # read back from a checkpoint's state dict (the learner's keys), whatever the sharing
+    learner_state = {f"adapters.{k}": v for k, v in adapters.state_dict().items()}
+    from_checkpoint = checkpoint_gains(learner_state)
+    assert sorted(from_checkpoint) == sorted(gains)
+    for key in gains:
+        torch.testing.assert_close(from_checkpoint[key], gains[key])
+    with pytest.raises(ValueError, match="not a DsRA checkpoint"):
+        checkpoint_gains({"ctx": torch.zeros(4, 8)})
+
+
+def test_trainer_logs_the_adapter_gains_before_the_final_test(eurosat_root, tiny_clip_path, capsys, tmp_path):
+    trainer = _trainer(eurosat_root, tiny_clip_path, **{"TEST.NO_TEST": True, "OUTPUT_DIR": str(tmp_path)})
+    trainer.time_start = 0
+    _perturb_adapters(trainer, std=0.1)
+    gains = trainer._models["prompt_learner"].adapters.gains()
+    trainer.after_train()
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("DsRA adapter gain"))
+    logged = {}
+    for part in line.split(": ", 1)[1].split(";"):  # "text attn 0.0115 0.0041 ..."
+        tower, position, *values = part.split()
+        logged[f"{tower}_{position}"] = [float(v) for v in values]
+    assert sorted(logged) == sorted(gains)
+    for key, values in gains.items():
+        assert logged[key] == pytest.approx(values.tolist(), abs=5e-5) and max(logged[key]) > 0

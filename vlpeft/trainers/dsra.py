@@ -32,6 +32,29 @@ trainer_config("DSRA", BASE="PromptSRC", N_CTX_VISION=4, N_CTX_TEXT=4, CTX_INIT=
 POSITIONS = {"both": ("attn", "mlp"), "attn": ("attn",), "mlp": ("mlp",)}
 
 
+def adapter_gains(m, r):
+    """``||M diag(r_l) M^T||_2`` for each layer l (rows of ``r``): the largest relative change the adapter of layer l
+    makes to its input (0 at initialisation; Eq. 12-14)."""
+    m, r = m.detach().float(), r.detach().float()
+    return torch.stack([torch.linalg.matrix_norm((m * r_l) @ m.t(), ord=2) for r_l in r])
+
+
+def checkpoint_gains(state_dict):
+    """:func:`adapter_gains` of every ``M`` in a DsRA learner's checkpoint (its ``state_dict``, or a path to it):
+    ``{"<tower>_<position>": [layers]}``, whatever sharing the run used."""
+    if not isinstance(state_dict, dict):
+        state_dict = torch.load(state_dict, map_location="cpu", weights_only=False)["state_dict"]
+    gains = {}
+    for key, m in state_dict.items():
+        if key.startswith("adapters.M."):
+            tower, position = key.rsplit(".", 1)[1].split("_")
+            r_keys = [f"adapters.R.{t}_{p}" for t in (tower, "shared") for p in (position, "all")]
+            gains[f"{tower}_{position}"] = adapter_gains(m, next(state_dict[k] for k in r_keys if k in state_dict))
+    if not gains:
+        raise ValueError("not a DsRA checkpoint: it holds no adapters.M.* tensor")
+    return gains
+
+
 class DualSharedAdapters(nn.Module):
     """``M[tower_position]`` [d, rank] and the diagonals ``R[key]`` [layers, rank] (Eq. 12-17)."""
 
@@ -72,6 +95,10 @@ class DualSharedAdapters(nn.Module):
             return z + ((z @ mz) * r[layer].to(z.dtype)) @ mz.t()
 
         return adapt
+
+    def gains(self):
+        """:func:`adapter_gains` of every adapter: ``{"<tower>_<position>": [layers]}``."""
+        return {key: adapter_gains(m, self.R[self.r_key(*key.split("_"))]) for key, m in self.M.items()}
 
     def attach(self, surgery):
         for tower, layers in self.layers.items():
@@ -129,3 +156,11 @@ class DsRA(PlugInTrainer):
         print(f"DsRA on {c.BASE}: rank {c.RANK}, positions {c.POSITIONS}, modal-shared R {c.SHARE_MODALITY}, "
               f"position-shared R {c.SHARE_POSITIONS}: {n:,} adapter parameters")
         return super().register_learner(name, add_dual_shared_adapters(model, adapters), model)
+
+    def after_train(self):
+        """Log how far the adapters moved from the identity before the final test: per tower and position, the gain
+        (:func:`adapter_gains`) of each layer's adapter."""
+        gains = self._models["prompt_learner"].adapters.gains()
+        print("DsRA adapter gain ||M R_l M^T|| per layer: " + "; ".join(
+            f"{key.replace('_', ' ')} " + " ".join(f"{g:.4f}" for g in values.tolist()) for key, values in gains.items()))
+        super().after_train()
