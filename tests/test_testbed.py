@@ -429,3 +429,47 @@ def test_bench_runs_each_trainer_with_its_val_selection(small_testbed, tmp_path)
     with pytest.raises(SystemExit):  # the finished run is not reused under other settings
         main(argv)
     assert "was run with OPTIM.LR 0.006, not 0.0006" in json.load(open(tmp_path / "out" / "proxy.json"))["failed"][0][2]
+
+
+def test_epoch_scale_runs_every_setting_counted_in_epochs_k_times_longer():
+    from vlpeft.testbed.bench import epoch_scale_opts
+
+    def as_dict(opts):
+        return dict(zip(opts[::2], opts[1::2]))
+
+    promptsrc = as_dict(epoch_scale_opts("PromptSRC", 4))  # testbed recipe: 10 epochs, warm-up 1, GPA N(8, 1)
+    assert {k: promptsrc[k] for k in ("OPTIM.MAX_EPOCH", "OPTIM.WARMUP_EPOCH", "TRAINER.PROMPTSRC.GPA_MEAN",
+                                      "TRAINER.PROMPTSRC.GPA_STD")} == {
+        "OPTIM.MAX_EPOCH": "40", "OPTIM.WARMUP_EPOCH": "4", "TRAINER.PROMPTSRC.GPA_MEAN": "32",
+        "TRAINER.PROMPTSRC.GPA_STD": "4"}
+    dpdlora = as_dict(epoch_scale_opts("DPDLoRA", 2))  # stage 1 stops at epoch 3 of 10
+    assert dpdlora["OPTIM.MAX_EPOCH"] == "20" and dpdlora["TRAINER.DPDLORA.EARLY_STOP"] == "6"
+    assert "TRAINER.DPL.ALPHA_EPOCH" not in as_dict(epoch_scale_opts("DPL", 2))  # -1, "the last", stays
+    assert as_dict(epoch_scale_opts("CoOp", 3))["OPTIM.MAX_EPOCH"] == "150"
+    assert epoch_scale_opts("CoOp", 1) == [] and epoch_scale_opts("ZeroshotCLIP", 4) == []  # no training to scale
+    with pytest.raises(ValueError, match="whole number"):
+        epoch_scale_opts("CoOp", 0)
+
+
+def test_bench_epoch_scale_reaches_first_stages_and_refuses_a_clashing_override(tmp_path, capsys, monkeypatch):
+    from vlpeft.testbed import bench
+
+    seen = {}
+
+    def fake_run_all(units, trainers, output, root, opts, workers, trainer_opts):
+        seen.update(trainer_opts)
+        return [], []
+
+    monkeypatch.setattr(bench, "run_all", fake_run_all)
+    monkeypatch.setattr(bench, "report", lambda *a, **k: ("", {}))
+    argv = ["--proxy", "--trainers", "DPC_maple", "--datasets", "TestbedScenes", "--seeds", "1",
+            "--root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--epoch-scale", "2"]
+    result = bench.main(argv)
+    assert set(seen) == {"DPC_maple", "MaPLe"}  # the backbone DPC trains on runs as long
+    assert seen["MaPLe"] == bench.epoch_scale_opts("MaPLe", 2) and "OPTIM.MAX_EPOCH" in seen["MaPLe"]
+    assert result["epoch_scale"] == 2 and "Every trainer at 2x its testbed epochs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([str(tmp_path / "data2") if a == str(tmp_path / "data") else a for a in argv]
+                   + ["OPTIM.MAX_EPOCH", "2"])
+    assert exit_info.value.code == 2 and not (tmp_path / "data2").exists()  # refused before anything is generated
+    assert "--epoch-scale 2 sets OPTIM.MAX_EPOCH" in capsys.readouterr().err

@@ -28,6 +28,10 @@ selects a hyperparameter: every trainer runs its testbed config as shipped, unle
         --datasets TestbedScenes TestbedDarkShades TestbedWarmLight --grid OPTIM.LR=0.0006,0.002,0.006 \
         --output output/testbed_select/CoOp
     python -m vlpeft.testbed.bench --proxy --selections output/testbed_select --output output/testbed_proxy_selected
+
+``--epoch-scale K`` runs every trainer (and every first stage) for K times its testbed epochs, with every setting
+counted in epochs scaled alike (:func:`epoch_scale_opts`): the schedule of a dataset with K times the images per
+class. The testbed's 6 base classes give far fewer SGD steps than the real datasets' 5-500.
 """
 import argparse
 import json
@@ -78,6 +82,44 @@ def selected_opts(trainer, selection_file):
     if recipe:
         return []
     return [x for kv in tied[0].items() for x in kv]
+
+
+# settings counted in epochs: OPTIM keys, and per trainer node (any node, e.g. TRAINER.PROMPTSRC.GPA_MEAN)
+EPOCH_KEYS = ("OPTIM.MAX_EPOCH", "OPTIM.WARMUP_EPOCH", "OPTIM.STEPSIZE")
+NODE_EPOCH_KEYS = ("GPA_MEAN", "GPA_STD", "EARLY_STOP", "ALPHA_EPOCH", "BACKBONE_EPOCH")
+
+
+def epoch_scale_opts(trainer, scale):
+    """Overrides that run ``trainer``'s testbed config ``scale`` times longer: ``OPTIM.MAX_EPOCH``, the warm-up, step
+    sizes, and in every trainer node the GPA Gaussian (PromptSRC, DsRA), DPD-LoRA's stage-1 ``EARLY_STOP``, and
+    the epoch a second stage reads its first stage at (DPL's ``ALPHA_EPOCH``, DPC's ``BACKBONE_EPOCH``), each times
+    ``scale``. Settings that are off (a negative or zero epoch: "the last", "none") stay as they are."""
+    import vlpeft.trainers  # noqa: F401
+    from vlpeft.cli import build_parser, setup_cfg
+    from vlpeft.testbed.accuracy import ZERO_SHOT, config_file
+
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"the epoch scale must be a whole number >= 1, got {scale!r}")
+    if scale == 1 or trainer in ZERO_SHOT:  # zero-shot CLIP does not train
+        return []
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", trainer.partition("_")[0],
+                                               "--config-file", config_file(trainer)]))
+    keys = list(EPOCH_KEYS) + [f"TRAINER.{node}.{key}" for node in sorted(cfg.TRAINER) if isinstance(cfg.TRAINER[node],
+                               dict) for key in NODE_EPOCH_KEYS if key in cfg.TRAINER[node]]
+    opts = []
+    for key in keys:
+        node, name = key.rsplit(".", 1)
+        value = cfg
+        for part in node.split("."):
+            value = value[part]
+        value = value[name]
+        if isinstance(value, (tuple, list)):
+            scaled = tuple(v * scale if v > 0 else v for v in value)
+            if scaled != tuple(value):
+                opts += [key, str(scaled)]
+        elif value > 0:
+            opts += [key, str(value * scale)]
+    return opts
 
 
 def load_selections(root, trainers):
@@ -216,6 +258,28 @@ def report(output, trainers, datasets, n_boot=2000):
     return text, result
 
 
+def scaled_opts(trainers, scale, selections, opts, parser):
+    """Per-trainer overrides: each trainer's selection, then its :func:`epoch_scale_opts` (its first stage's too, so
+    that a second stage's backbone runs as long)."""
+    from vlpeft.testbed.accuracy import backbone_of
+
+    if scale < 1:
+        parser.error(f"--epoch-scale must be at least 1, got {scale}")
+    combined = {t: list(o) for t, o in selections.items()}
+    if scale == 1:
+        return combined
+    names = []
+    for trainer in trainers:
+        names += [name for name in (trainer, backbone_of(trainer)) if name and name not in names]
+    for name in names:
+        extra = epoch_scale_opts(name, scale)
+        clash = [k for k in extra[::2] if k in list(opts[::2]) + combined.get(name, [])[::2]]
+        if clash:
+            parser.error(f"--epoch-scale {scale} sets {', '.join(clash)} for {name}: do not override it as well")
+        combined[name] = combined.get(name, []) + extra
+    return combined
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vlpeft.testbed.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,6 +296,9 @@ def main(argv=None):
                         help="a folder of val-split sweeps, <folder>/<Trainer>/selection.json (python -m vlpeft.sweep "
                              "--output <folder>/<Trainer>): each such trainer runs with its selected values; use "
                              "another --output than the shipped-config runs'")
+    parser.add_argument("--epoch-scale", type=int, default=1,
+                        help="run every trainer K times its testbed epochs, every setting counted in epochs scaled "
+                             "alike (default 1: the recipes); use another --output than the recipes' runs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run (KEY VALUE ...)")
     args = parser.parse_args(argv)
     trainers = args.trainers or proxy_trainers()
@@ -239,16 +306,17 @@ def main(argv=None):
     if keys:  # "--trainers CoOp MODEL.BACKBONE.PATH x.pt" reads the overrides as trainer names
         parser.error(f"{', '.join(keys)} in --trainers looks like a config key: put the config overrides (KEY VALUE "
                      "...) after every option")
+    selections = load_selections(args.selections, trainers) if args.selections else {}
+    for trainer, chosen in selections.items():
+        print(f"{trainer}: {' '.join(map(str, chosen)) or 'the recipe'} (selected on val, {args.selections})")
+    trainer_opts = scaled_opts(trainers, args.epoch_scale, selections, args.opts, parser)
     from vlpeft.testbed.datasets import generate, default_root
 
     for dataset in args.datasets:  # generate once, before the workers share the folder
         generate(dataset, osp.abspath(osp.expanduser(args.root or default_root())))
     start = time.time()
     units = [(d, s) for d in args.datasets for s in args.seeds]
-    selections = load_selections(args.selections, trainers) if args.selections else {}
-    for trainer, chosen in selections.items():
-        print(f"{trainer}: {' '.join(map(str, chosen)) or 'the recipe'} (selected on val, {args.selections})")
-    results, failed = run_all(units, trainers, args.output, args.root, args.opts, args.workers, selections)
+    results, failed = run_all(units, trainers, args.output, args.root, args.opts, args.workers, trainer_opts)
     wall = time.time() - start
     records = [r for u in results for r in u["records"]]
     cpu = sum(u["cpu_s"] for u in results)
@@ -262,13 +330,16 @@ def main(argv=None):
                  "command again to resume):\n" + "\n".join(f"- {d} seed{s}: {error}" for d, s, error in failed))
     if args.opts:
         text += f"\n\nConfig overrides for every run: {' '.join(map(str, args.opts))}"
+    if args.epoch_scale > 1:
+        text += (f"\n\nEvery trainer at {args.epoch_scale}x its testbed epochs, every setting counted in epochs scaled "
+                 "alike (--epoch-scale; vlpeft.testbed.bench.epoch_scale_opts)")
     if selections:
         text += "\n\nSelected on the val split: " + "; ".join(
             f"{t} {' '.join(map(str, o)) or 'the recipe'}" for t, o in selections.items())
     print(text)
     result.update(runs=records, wall_s=wall, cpu_s=cpu, workers=args.workers, seeds=args.seeds,
                   datasets=args.datasets, trainers=trainers, failed=[list(f) for f in failed], selections=selections,
-                  opts=list(args.opts))
+                  opts=list(args.opts), epoch_scale=args.epoch_scale)
     os.makedirs(args.output, exist_ok=True)
     atomic_write_text(osp.join(args.output, "proxy.md"), text + "\n")
     atomic_write_text(osp.join(args.output, "proxy.json"), json.dumps(result, indent=1) + "\n")
