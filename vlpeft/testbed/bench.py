@@ -60,15 +60,21 @@ def proxy_trainers():
     return names
 
 
-def recipe_value(trainer, key):
-    """``key``'s value in ``trainer``'s testbed config as train.py resolves it (defaults included)."""
+def recipe_cfg(trainer):
+    """``trainer``'s testbed config as train.py resolves it (defaults included)."""
     import vlpeft.trainers  # noqa: F401
     from vlpeft.cli import build_parser, setup_cfg
-    from vlpeft.results import config_value
     from vlpeft.testbed.accuracy import config_file
 
-    args = build_parser().parse_args(["--trainer", trainer.partition("_")[0], "--config-file", config_file(trainer)])
-    return config_value(setup_cfg(args), key)
+    return setup_cfg(build_parser().parse_args(["--trainer", trainer.partition("_")[0],
+                                                "--config-file", config_file(trainer)]))
+
+
+def recipe_value(trainer, key):
+    """``key``'s value in ``trainer``'s testbed config as train.py resolves it (defaults included)."""
+    from vlpeft.results import config_value
+
+    return config_value(recipe_cfg(trainer), key)
 
 
 def selected_opts(trainer, selection_file):
@@ -94,25 +100,20 @@ def epoch_scale_opts(trainer, scale):
     sizes, and in every trainer node the GPA Gaussian (PromptSRC, DsRA), DPD-LoRA's stage-1 ``EARLY_STOP``, and
     the epoch a second stage reads its first stage at (DPL's ``ALPHA_EPOCH``, DPC's ``BACKBONE_EPOCH``), each times
     ``scale``. Settings that are off (a negative or zero epoch: "the last", "none") stay as they are."""
-    import vlpeft.trainers  # noqa: F401
-    from vlpeft.cli import build_parser, setup_cfg
-    from vlpeft.testbed.accuracy import ZERO_SHOT, config_file
+    from vlpeft.results import config_value
+    from vlpeft.testbed.accuracy import ZERO_SHOT
 
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"the epoch scale must be a whole number >= 1, got {scale!r}")
     if scale == 1 or trainer in ZERO_SHOT:  # zero-shot CLIP does not train
         return []
-    cfg = setup_cfg(build_parser().parse_args(["--trainer", trainer.partition("_")[0],
-                                               "--config-file", config_file(trainer)]))
-    keys = list(EPOCH_KEYS) + [f"TRAINER.{node}.{key}" for node in sorted(cfg.TRAINER) if isinstance(cfg.TRAINER[node],
-                               dict) for key in NODE_EPOCH_KEYS if key in cfg.TRAINER[node]]
+    cfg = recipe_cfg(trainer)
+    nodes = [node for node, values in sorted(cfg.TRAINER.items()) if isinstance(values, dict)]
+    keys = [*EPOCH_KEYS, *(f"TRAINER.{node}.{key}" for node in nodes for key in NODE_EPOCH_KEYS
+                           if key in cfg.TRAINER[node])]
     opts = []
     for key in keys:
-        node, name = key.rsplit(".", 1)
-        value = cfg
-        for part in node.split("."):
-            value = value[part]
-        value = value[name]
+        value = config_value(cfg, key)
         if isinstance(value, (tuple, list)):
             scaled = tuple(v * scale if v > 0 else v for v in value)
             if scaled != tuple(value):
@@ -273,7 +274,8 @@ def scaled_opts(trainers, scale, selections, opts, parser):
         names += [name for name in (trainer, backbone_of(trainer)) if name and name not in names]
     for name in names:
         extra = epoch_scale_opts(name, scale)
-        clash = [k for k in extra[::2] if k in list(opts[::2]) + combined.get(name, [])[::2]]
+        overridden = {*opts[::2], *combined.get(name, [])[::2]}
+        clash = [k for k in extra[::2] if k in overridden]
         if clash:
             parser.error(f"--epoch-scale {scale} sets {', '.join(clash)} for {name}: do not override it as well")
         combined[name] = combined.get(name, []) + extra
